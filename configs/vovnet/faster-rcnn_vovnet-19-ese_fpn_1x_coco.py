@@ -1,0 +1,8 @@
+# Faster R-CNN, VoVNetV2-19 (V-19-eSE), 1x schedule: only the backbone differs from V-39.
+_base_ = './faster-rcnn_vovnet-39-ese_fpn_1x_coco.py'
+
+model = dict(
+    backbone=dict(
+        arch='V-19-eSE',
+        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/vovnet-19-ese_official.pth')),
+    neck=dict(in_channels=[256, 512, 768, 1024]))

@@ -1,0 +1,8 @@
+# Mask R-CNN, VoVNetV2-19-slim-dw (V-19-slim-dw-eSE), ms-3x schedule: only the backbone differs from V-39.
+_base_ = './mask-rcnn_vovnet-39-ese_fpn_ms-3x_coco.py'
+
+model = dict(
+    backbone=dict(
+        arch='V-19-slim-dw-eSE',
+        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/vovnet-19-slim-dw-ese_official.pth')),
+    neck=dict(in_channels=[112, 256, 384, 512]))

@@ -1,0 +1,8 @@
+"""Checkpoint converters: pure functions from a source state dict to an mmbackbones one."""
+from .core import (ConversionError, ConversionResult, apply_rules, check_against_model,
+                   load_source_checkpoint)
+from .timm_models import convert_timm_vovnet
+from .vovnet_official import convert_vovnet_official
+
+__all__ = ['ConversionError', 'ConversionResult', 'apply_rules', 'check_against_model',
+           'load_source_checkpoint', 'convert_timm_vovnet', 'convert_vovnet_official']

@@ -1,0 +1,62 @@
+"""The command line shared by ``tools/model_converters/*``.
+
+Every converter CLI reads the source with ``weights_only=True``, converts, rebuilds the target
+backbone from the converted weights and checks that they fill it exactly, and only then writes
+the output (atomically: an interrupted or refused conversion leaves no file behind).
+"""
+import argparse
+import os
+import sys
+import tempfile
+from typing import Callable, List, Optional, Tuple
+
+import torch
+from torch import nn
+
+from .core import ConversionError, ConversionResult, StateDict, check_against_model, load_source_checkpoint
+
+#: (converted state dict) -> (model built for it, backbone config for a detector config)
+ModelFactory = Callable[[StateDict], Tuple[nn.Module, dict]]
+
+
+def save_atomic(obj: object, path: str) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix='.tmp-', suffix='.pth')
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            torch.save(obj, f)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def run_converter(argv: Optional[List[str]], *, description: str, source: str,
+                  convert: Callable[[StateDict], ConversionResult], factory: ModelFactory) -> int:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument('src', help='source checkpoint (.pth / .pkl / .bin)')
+    parser.add_argument('dst', help='output mmbackbones checkpoint')
+    parser.add_argument('--allow-partial', action='store_true',
+                        help='write the result even when source keys are left unused or the '
+                             'target model is not filled exactly')
+    args = parser.parse_args(argv)
+    try:
+        result = convert(load_source_checkpoint(args.src)).check(source, args.allow_partial)
+        model, backbone_cfg = factory(result.state_dict)
+        report = check_against_model(result.state_dict, model, source, args.allow_partial)
+    except (ConversionError, ValueError) as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 1
+    save_atomic(dict(state_dict=result.state_dict, meta=dict(source=source, backbone=backbone_cfg)),
+                args.dst)
+    print(f'{source}: converted {len(result.state_dict)} tensors from {args.src} -> {args.dst}')
+    if result.dropped:
+        print(f'  dropped {len(result.dropped)} non-backbone keys (e.g. {result.dropped[0]})')
+    for name, keys in report.items():
+        if keys:
+            print(f'  {name}: {len(keys)} (e.g. {keys[0]})')
+    shown = ', '.join(f'{k}={v!r}' for k, v in backbone_cfg.items())
+    print(f"  use: backbone=dict({shown}, init_cfg=dict(type='Pretrained', "
+          f"checkpoint='{args.dst}'))")
+    return 0

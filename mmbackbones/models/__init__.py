@@ -1,0 +1,5 @@
+from .backbones import *  # noqa: F401,F403
+from .backbones import __all__ as _backbones
+from .feature_info import FeatureInfo, get_feature_info
+
+__all__ = list(_backbones) + ['FeatureInfo', 'get_feature_info']

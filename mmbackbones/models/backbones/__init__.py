@@ -1,0 +1,4 @@
+from .base import BaseBackbone
+from .vovnet import VoVNet
+
+__all__ = ['BaseBackbone', 'VoVNet']

@@ -1,0 +1,456 @@
+"""The mmdet backbone conventions, owned in one place.
+
+Every mmbackbones backbone subclasses :class:`BaseBackbone`. A backbone file then holds only its
+architecture table, its blocks and how its stages are assembled; this module owns what mmdet's
+ResNet users expect everywhere:
+
+* ``arch`` / ``depth`` resolution with clear errors,
+* ``num_stages``, ``out_indices`` validation (the stem is never a stage),
+* ``frozen_stages`` (-1 nothing, 0 the stem, k the stem and stages 1..k) and ``norm_eval``,
+  re-applied on every ``train()`` call,
+* frozen stages run without recording an autograd graph (no stored activations),
+* ``plugins`` in mmdet's format, validated against the positions a backbone offers,
+* ``init_cfg=dict(type='Pretrained', ...)`` loading that reports missing / unexpected keys and
+  refuses a checkpoint that covers too little of the backbone,
+* ``out_channels`` / ``out_strides`` for the selected outputs.
+"""
+import copy
+import logging
+from typing import Any, ClassVar, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import torch
+from mmengine.logging import print_log
+from mmengine.model import BaseModule
+from mmengine.registry import MODELS as MMENGINE_MODELS
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+ArchSpec = Dict[str, Any]
+
+
+def _batch_norm_types() -> Tuple[type, ...]:
+    types: List[type] = [_BatchNorm]
+    try:  # mmcv's own SyncBN ('MMSyncBN') is not a _BatchNorm subclass.
+        from mmcv.ops import SyncBatchNorm as MMCVSyncBatchNorm
+        types.append(MMCVSyncBatchNorm)
+    except ImportError:  # pragma: no cover - mmcv without ops
+        pass
+    return tuple(types)
+
+
+BATCH_NORM_TYPES = _batch_norm_types()
+
+
+def known_norm_types() -> List[str]:
+    """Names of the normalisation layers registered with mmengine/mmcv (``BN``, ``GN``, ...)."""
+    norm_bases = (_BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
+    names = []
+    for name, cls in MMENGINE_MODELS.module_dict.items():
+        if isinstance(cls, type) and issubclass(cls, norm_bases + BATCH_NORM_TYPES):
+            names.append(name)
+    return sorted(names)
+
+
+def check_norm_cfg(owner: str, norm_cfg: Optional[dict]) -> None:
+    """Fail early, with the valid choices, on a ``norm_cfg`` whose type does not exist."""
+    if norm_cfg is None:
+        return
+    if not isinstance(norm_cfg, dict) or 'type' not in norm_cfg:
+        raise TypeError(f"{owner}: norm_cfg must be a dict with a 'type' key, e.g. "
+                        f"dict(type='BN', requires_grad=True); got {norm_cfg!r}.")
+    norm_type = norm_cfg['type']
+    if isinstance(norm_type, type):
+        return
+    with MMENGINE_MODELS.switch_scope_and_registry(None) as registry:
+        found = registry.get(norm_type)
+    if found is None:
+        raise ValueError(f'{owner}: norm_cfg type {norm_type!r} is not a registered norm layer; '
+                         f'choose one of {", ".join(known_norm_types())}.')
+
+
+class BaseBackbone(BaseModule):
+    """Base class that implements mmdet's ResNet conventions for every backbone.
+
+    Subclasses set the class attributes below, then in ``__init__``:
+
+    1. resolve the architecture: ``spec = self.resolve_arch(arch, depth)``;
+    2. call ``super().__init__(max_stages=..., **conventions)``;
+    3. build ``self.stem`` (or leave it ``None``) and append every stage with
+       :meth:`add_stage` (only ``self.num_stages`` of them);
+    4. call :meth:`init_conventions` last, which checks the build and applies freezing.
+
+    Class attributes:
+        arch_settings: named variants, each a dict of numbers.
+        depth_settings: depth -> the named variant ``depth=`` selects.
+        arch_required_keys / arch_optional_keys: keys of a custom ``arch`` dict (the optional
+            ones with their defaults). Named variants and custom dicts take the same path.
+        plugin_positions: where a plugin may sit inside a block.
+
+    Args:
+        max_stages (int): Stages the architecture has.
+        num_stages (int): Stages to build, ``1 <= num_stages <= max_stages``.
+        out_indices (Sequence[int]): Stages whose outputs are returned, 0-based, sorted, unique,
+            each ``< num_stages``. The stem is not a stage.
+        frozen_stages (int): -1 freezes nothing, 0 the stem, k the stem and stages 1..k.
+            Frozen modules get ``requires_grad=False``, stay in eval mode through every
+            ``train()`` call, and run without recording an autograd graph.
+        norm_eval (bool): Keep every BatchNorm-like layer in eval mode during training.
+        with_cp (bool): Activation checkpointing per block.
+        plugins (list[dict], optional): mmdet plugins,
+            ``dict(cfg=dict(type=...), stages=(bool,) * num_stages, position=...)``.
+        pretrained (str, optional): Deprecated, use ``init_cfg``.
+        init_cfg (dict | list[dict], optional): mmengine init config. A ``Pretrained`` entry may
+            carry ``min_loaded_ratio`` (default 0.9): loading fails when a smaller share of the
+            backbone's parameter elements is found in the checkpoint.
+    """
+
+    arch_settings: ClassVar[Dict[str, ArchSpec]] = {}
+    depth_settings: ClassVar[Dict[int, str]] = {}
+    arch_required_keys: ClassVar[Tuple[str, ...]] = ()
+    arch_optional_keys: ClassVar[Dict[str, Any]] = {}
+    plugin_positions: ClassVar[Tuple[str, ...]] = ()
+    default_min_loaded_ratio: ClassVar[float] = 0.9
+
+    def __init__(self, *, max_stages: int, num_stages: int, out_indices: Sequence[int],
+                 frozen_stages: int = -1, norm_eval: bool = True, with_cp: bool = False,
+                 plugins: Optional[List[dict]] = None, pretrained: Optional[str] = None,
+                 init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
+        name = type(self).__name__
+        if pretrained is not None:
+            if init_cfg is not None:
+                raise ValueError(f'{name}: pass either pretrained= or init_cfg=, not both.')
+            if not isinstance(pretrained, str):
+                raise TypeError(f'{name}: pretrained must be a checkpoint path (str), got '
+                                f'{type(pretrained).__name__}.')
+            print_log(f'{name}: pretrained= is deprecated; use '
+                      f"init_cfg=dict(type='Pretrained', checkpoint=...)", logger='current',
+                      level=logging.WARNING)
+            init_cfg = dict(type='Pretrained', checkpoint=pretrained)
+        super().__init__(init_cfg=init_cfg)
+        self.num_stages = self._check_num_stages(num_stages, max_stages)
+        self.out_indices = self._check_out_indices(out_indices, self.num_stages)
+        self.frozen_stages = self._check_frozen_stages(frozen_stages, self.num_stages)
+        self.norm_eval = bool(norm_eval)
+        self.with_cp = bool(with_cp)
+        self.plugins = self._check_plugins(plugins, self.num_stages)
+        self.stem: Optional[nn.Module] = None
+        self.stages = nn.ModuleList()
+        self.stage_channels: List[int] = []
+        self.stage_strides: List[int] = []
+
+    # ------------------------------------------------------------------ architecture
+    @classmethod
+    def arch_depth(cls, spec: ArchSpec) -> Optional[int]:
+        """The depth a spec corresponds to (for ``depth=`` consistency), if the family has one."""
+        return None
+
+    @classmethod
+    def check_arch(cls, spec: ArchSpec) -> ArchSpec:
+        """Family-specific checks of a resolved spec; return it (possibly normalised)."""
+        return spec
+
+    @classmethod
+    def resolve_arch(cls, arch: Union[str, ArchSpec, None], depth: Optional[int] = None) -> ArchSpec:
+        """Turn ``arch`` (a named variant or a custom dict) and/or ``depth`` into a spec dict."""
+        name = cls.__name__
+        names = ', '.join(cls.arch_settings)
+        keys = ', '.join(cls.arch_required_keys + tuple(cls.arch_optional_keys))
+        if depth is not None and depth not in cls.depth_settings:
+            raise ValueError(f'{name}: depth {depth!r} is not supported; choose one of '
+                             f'{", ".join(map(str, cls.depth_settings))}.')
+        if arch is None:
+            if depth is None:
+                raise ValueError(f'{name}: pass arch= (one of {names}, or a dict with keys '
+                                 f'{keys}) or depth= (one of '
+                                 f'{", ".join(map(str, cls.depth_settings))}).')
+            arch = cls.depth_settings[depth]
+        if isinstance(arch, str):
+            if arch not in cls.arch_settings:
+                raise ValueError(f'{name}: arch {arch!r} is unknown; choose one of {names}, or '
+                                 f'pass a dict with keys {keys}.')
+            spec = copy.deepcopy(cls.arch_settings[arch])
+        elif isinstance(arch, dict):
+            spec = dict(arch)
+        else:
+            raise TypeError(f'{name}: arch must be a str (one of {names}) or a dict with keys '
+                            f'{keys}; got {type(arch).__name__}.')
+        missing = [k for k in cls.arch_required_keys if k not in spec]
+        unknown = [k for k in spec if k not in cls.arch_required_keys and k not in cls.arch_optional_keys]
+        if missing or unknown:
+            problems = []
+            if missing:
+                problems.append(f'missing {", ".join(missing)}')
+            if unknown:
+                problems.append(f'unknown {", ".join(unknown)}')
+            raise ValueError(f'{name}: arch dict has {"; ".join(problems)}. Required keys: '
+                             f'{", ".join(cls.arch_required_keys)}; optional: '
+                             f'{", ".join(f"{k}={v!r}" for k, v in cls.arch_optional_keys.items())}.')
+        for key, default in cls.arch_optional_keys.items():
+            spec.setdefault(key, copy.deepcopy(default))
+        spec = cls.check_arch(spec)
+        if depth is not None and cls.arch_depth(spec) != depth:
+            raise ValueError(f'{name}: depth={depth} disagrees with arch {arch!r}, which has depth '
+                             f'{cls.arch_depth(spec)}; pass only one of them, or matching ones.')
+        return spec
+
+    # ------------------------------------------------------------------ validation
+    def _check_num_stages(self, num_stages: int, max_stages: int) -> int:
+        if not isinstance(num_stages, int) or not 1 <= num_stages <= max_stages:
+            raise ValueError(f'{type(self).__name__}: num_stages={num_stages!r} is out of range; '
+                             f'this architecture has {max_stages} stages, so use 1..{max_stages}.')
+        return num_stages
+
+    def _check_out_indices(self, out_indices: Sequence[int], num_stages: int) -> Tuple[int, ...]:
+        name = type(self).__name__
+        if isinstance(out_indices, int):
+            out_indices = (out_indices, )
+        try:
+            indices = tuple(out_indices)
+        except TypeError:
+            raise TypeError(f'{name}: out_indices must be a sequence of ints, got {out_indices!r}.')
+        valid = f'0..{num_stages - 1} (num_stages={num_stages}; the stem is not a stage)'
+        if not indices or not all(isinstance(i, int) and not isinstance(i, bool) for i in indices):
+            raise ValueError(f'{name}: out_indices={out_indices!r} must be a non-empty sequence of '
+                             f'ints in {valid}.')
+        bad = [i for i in indices if not 0 <= i < num_stages]
+        if bad:
+            raise ValueError(f'{name}: out_indices={indices} has {bad} outside the valid range '
+                             f'{valid}.')
+        if len(set(indices)) != len(indices) or list(indices) != sorted(indices):
+            raise ValueError(f'{name}: out_indices={indices} must be unique and sorted, e.g. '
+                             f'{tuple(sorted(set(indices)))}.')
+        return indices
+
+    def _check_frozen_stages(self, frozen_stages: int, num_stages: int) -> int:
+        if (not isinstance(frozen_stages, int) or isinstance(frozen_stages, bool)
+                or not -1 <= frozen_stages <= num_stages):
+            raise ValueError(f'{type(self).__name__}: frozen_stages={frozen_stages!r} is out of '
+                             f'range; use -1 (nothing), 0 (the stem) or k in 1..{num_stages} '
+                             f'(the stem and stages 1..k).')
+        return frozen_stages
+
+    def _check_plugins(self, plugins: Optional[List[dict]], num_stages: int) -> List[dict]:
+        name = type(self).__name__
+        if not plugins:
+            return []
+        if not self.plugin_positions:
+            raise ValueError(f'{name} does not support plugins.')
+        checked = []
+        for plugin in plugins:
+            if not isinstance(plugin, dict) or 'cfg' not in plugin:
+                raise ValueError(f"{name}: each plugin must be dict(cfg=dict(type=...), "
+                                 f"position=..., stages=...); got {plugin!r}.")
+            unknown = set(plugin) - {'cfg', 'position', 'stages'}
+            if unknown:
+                raise ValueError(f'{name}: plugin has unknown keys {sorted(unknown)}; valid keys '
+                                 f'are cfg, position, stages.')
+            position = plugin.get('position')
+            if position not in self.plugin_positions:
+                raise ValueError(f'{name}: plugin position {position!r} does not exist; choose one '
+                                 f'of {", ".join(self.plugin_positions)}.')
+            stages = plugin.get('stages')
+            if stages is not None and len(stages) != num_stages:
+                raise ValueError(f'{name}: plugin stages={tuple(stages)} must have one bool per '
+                                 f'built stage (num_stages={num_stages}).')
+            checked.append(dict(cfg=dict(plugin['cfg']), position=position,
+                                stages=None if stages is None else tuple(bool(s) for s in stages)))
+        return checked
+
+    def stage_plugins(self, stage_idx: int) -> Dict[str, List[dict]]:
+        """Plugin configs of one stage, grouped by position (mmdet's ``make_stage_plugins``)."""
+        grouped: Dict[str, List[dict]] = {}
+        for plugin in self.plugins:
+            if plugin['stages'] is None or plugin['stages'][stage_idx]:
+                grouped.setdefault(plugin['position'], []).append(copy.deepcopy(plugin['cfg']))
+        return grouped
+
+    # ------------------------------------------------------------------ building
+    def add_stage(self, stage: nn.Module, out_channels: int, stride: int) -> None:
+        """Append a stage; ``stride`` is its output stride relative to the input image."""
+        self.stages.append(stage)
+        self.stage_channels.append(int(out_channels))
+        self.stage_strides.append(int(stride))
+
+    def init_conventions(self) -> None:
+        """Call at the end of ``__init__``: checks the build and applies freezing."""
+        if len(self.stages) != self.num_stages:
+            raise RuntimeError(f'{type(self).__name__} built {len(self.stages)} stages for '
+                               f'num_stages={self.num_stages}.')
+        self._freeze_stages()
+
+    @property
+    def out_channels(self) -> Tuple[int, ...]:
+        """Channels of each returned feature map, in ``out_indices`` order (FPN ``in_channels``)."""
+        return tuple(self.stage_channels[i] for i in self.out_indices)
+
+    @property
+    def out_strides(self) -> Tuple[int, ...]:
+        """Stride of each returned feature map relative to the input."""
+        return tuple(self.stage_strides[i] for i in self.out_indices)
+
+    # ------------------------------------------------------------------ freezing
+    def _pipeline(self) -> List[nn.Module]:
+        """The stem (if any) followed by the stages, in forward order."""
+        return ([self.stem] if self.stem is not None else []) + list(self.stages)
+
+    def frozen_modules(self) -> List[nn.Module]:
+        """The stem and stages that ``frozen_stages`` freezes."""
+        if self.frozen_stages < 0:
+            return []
+        modules = [self.stem] if self.stem is not None else []
+        return modules + list(self.stages[:self.frozen_stages])
+
+    def _freeze_stages(self) -> None:
+        for module in self.frozen_modules():
+            module.eval()
+            for param in module.parameters():
+                param.requires_grad = False
+
+    def train(self, mode: bool = True) -> 'BaseBackbone':
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for module in self.modules():
+                if isinstance(module, BATCH_NORM_TYPES):
+                    module.eval()
+        return self
+
+    # ------------------------------------------------------------------ forward
+    def _num_constant_leading(self, modules: Sequence[nn.Module], x: torch.Tensor) -> int:
+        """How many leading modules have no trainable parameter (and see no grad-requiring input).
+
+        Those run under ``no_grad``: the result is the same, but autograd records no graph and
+        keeps no activations for them, so frozen stages cost forward time only.
+        """
+        if not torch.is_grad_enabled() or x.requires_grad:
+            return 0
+        count = 0
+        for module in modules:
+            if any(p.requires_grad for p in module.parameters()):
+                break
+            count += 1
+        return count
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        modules = self._pipeline()
+        offset = len(modules) - len(self.stages)
+        constant = self._num_constant_leading(modules, x)
+        last = self.out_indices[-1] + offset
+        outs = []
+        for idx, module in enumerate(modules[:last + 1]):
+            if idx < constant:
+                with torch.no_grad():
+                    x = module(x)
+            else:
+                x = module(x)
+            if idx - offset in self.out_indices:
+                outs.append(x)
+        return tuple(outs)
+
+    # ------------------------------------------------------------------ pretrained weights
+    def init_weights(self) -> None:
+        """mmengine init, with ``Pretrained`` entries loaded by :meth:`load_pretrained`."""
+        cfgs = self.init_cfg
+        if cfgs is None:
+            return super().init_weights()
+        cfg_list = [cfgs] if isinstance(cfgs, dict) else list(cfgs)
+        pretrained = [c for c in cfg_list if c.get('type') == 'Pretrained']
+        others = [c for c in cfg_list if c.get('type') != 'Pretrained']
+        if len(pretrained) > 1:
+            raise ValueError(f'{type(self).__name__}: init_cfg has {len(pretrained)} Pretrained '
+                             f'entries; give one.')
+        self.init_cfg = others or None
+        try:
+            super().init_weights()
+        finally:
+            self.init_cfg = cfgs
+        if pretrained:
+            self.load_pretrained(**{k: v for k, v in pretrained[0].items() if k != 'type'})
+
+    def load_pretrained(self, checkpoint: str, prefix: Optional[str] = None,
+                        map_location: str = 'cpu', min_loaded_ratio: Optional[float] = None,
+                        ) -> Dict[str, List[str]]:
+        """Load weights for this backbone from a checkpoint file and report what matched.
+
+        The state dict is taken from ``state_dict`` / ``model`` wrappers when present, keys under
+        ``prefix`` are selected (``'backbone.'`` for a detector or mmpretrain checkpoint), and a
+        leading ``module.`` is stripped. Tensors whose shape differs are not loaded and are
+        reported. Raises ``RuntimeError`` when less than ``min_loaded_ratio`` of the backbone's
+        parameter elements was loaded: silently training from scratch is worse than failing.
+
+        Returns:
+            dict: ``missing``, ``unexpected`` and ``shape_mismatch`` key lists.
+        """
+        from mmengine.runner.checkpoint import _load_checkpoint
+
+        name = type(self).__name__
+        ratio = self.default_min_loaded_ratio if min_loaded_ratio is None else min_loaded_ratio
+        ckpt = _load_checkpoint(checkpoint, map_location=map_location)
+        state = extract_state_dict(ckpt)
+        if prefix:
+            prefix = prefix if prefix.endswith('.') else prefix + '.'
+            selected = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            if not selected:
+                raise RuntimeError(f'{name}: no key of {checkpoint!r} starts with prefix '
+                                   f'{prefix!r}; its keys look like {_sample_keys(state)}.')
+            state = selected
+        state = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
+
+        own = self.state_dict()
+        loadable = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+        report = dict(
+            missing=sorted(k for k in own if k not in loadable),
+            unexpected=sorted(k for k in state if k not in own),
+            shape_mismatch=sorted(f'{k}: checkpoint {tuple(state[k].shape)} vs model '
+                                  f'{tuple(own[k].shape)}'
+                                  for k in state if k in own and k not in loadable))
+        params = dict(self.named_parameters())
+        total = sum(p.numel() for p in params.values())
+        loaded = sum(params[k].numel() for k in loadable if k in params)
+        share = loaded / total if total else 1.0
+        summary = (f'{name}: loaded {len(loadable)}/{len(own)} tensors ({share:.1%} of parameter '
+                   f'elements) from {checkpoint!r}')
+        details = []
+        for key in ('missing', 'unexpected', 'shape_mismatch'):
+            if report[key]:
+                details.append(f'{key} ({len(report[key])}): {_sample_keys(report[key], 8)}')
+        if share < ratio:
+            hint = _prefix_hint(state, own)
+            raise RuntimeError(f'{summary}, below min_loaded_ratio={ratio}. Refusing to train from '
+                               f'a mostly random backbone. ' + '; '.join(details) + (
+                                   f'. {hint}' if hint else '. Is it a checkpoint of this family and '
+                                   'arch? Convert official/timm weights with tools/model_converters.'))
+        self.load_state_dict(loadable, strict=False)
+        print_log(summary + ('; ' + '; '.join(details) if details else ''), logger='current',
+                  level=logging.WARNING if details else logging.INFO)
+        self._is_init = True
+        return report
+
+
+def extract_state_dict(ckpt: Any) -> Dict[str, torch.Tensor]:
+    """The weights inside a checkpoint: its ``state_dict`` or ``model`` entry, or itself."""
+    if isinstance(ckpt, dict):
+        for key in ('state_dict', 'model'):
+            if isinstance(ckpt.get(key), dict):
+                return ckpt[key]
+        return ckpt
+    raise TypeError(f'expected a checkpoint dict, got {type(ckpt).__name__}.')
+
+
+def _sample_keys(keys: Iterable[str], n: int = 3) -> str:
+    keys = list(keys)
+    shown = ', '.join(repr(k) for k in keys[:n])
+    return shown + (f', ... ({len(keys)} in all)' if len(keys) > n else '')
+
+
+def _prefix_hint(state: Dict[str, Any], own: Dict[str, Any]) -> str:
+    """Suggest a prefix when stripping one from the checkpoint keys would match the model."""
+    candidates = {k.split('.', 1)[0] + '.' for k in state if '.' in k}
+    best, best_hits = None, 0
+    for candidate in candidates:
+        hits = sum(1 for k in state if k.startswith(candidate) and k[len(candidate):] in own)
+        if hits > best_hits:
+            best, best_hits = candidate, hits
+    if best and best_hits >= 0.5 * len(own):
+        return f"Its keys match after stripping {best!r}: pass prefix={best!r} in init_cfg."
+    return ''

@@ -1,0 +1,249 @@
+"""VoVNet (V1) and VoVNetV2 (CenterMask) backbones."""
+import re
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+from mmdet.registry import MODELS
+from torch import nn
+
+from ..layers import OSAModule, vovnet_conv3x3
+from .base import ArchSpec, BaseBackbone, check_norm_cfg
+
+_V2_WIDE = dict(stage_conv_ch=[128, 160, 192, 224], stage_out_ch=[256, 512, 768, 1024])
+_V2_SLIM = dict(stage_conv_ch=[64, 80, 96, 112], stage_out_ch=[112, 256, 384, 512])
+
+#: Named variants. V2 (``*-eSE``) numbers are vovnet-detectron2's ``_STAGE_SPECS``; V1 numbers are
+#: the VoVNet paper's (Lee et al. 2019, table 1): no identity shortcut, no eSE.
+VOVNET_ARCHS: Dict[str, ArchSpec] = {
+    'V-19-slim-dw-eSE': dict(stem=[64, 64, 64], **_V2_SLIM, layer_per_block=3,
+                             block_per_stage=[1, 1, 1, 1], eSE=True, dw=True, identity=True),
+    'V-19-dw-eSE': dict(stem=[64, 64, 64], **_V2_WIDE, layer_per_block=3,
+                        block_per_stage=[1, 1, 1, 1], eSE=True, dw=True, identity=True),
+    'V-19-slim-eSE': dict(stem=[64, 64, 128], **_V2_SLIM, layer_per_block=3,
+                          block_per_stage=[1, 1, 1, 1], eSE=True, dw=False, identity=True),
+    'V-19-eSE': dict(stem=[64, 64, 128], **_V2_WIDE, layer_per_block=3,
+                     block_per_stage=[1, 1, 1, 1], eSE=True, dw=False, identity=True),
+    'V-39-eSE': dict(stem=[64, 64, 128], **_V2_WIDE, layer_per_block=5,
+                     block_per_stage=[1, 1, 2, 2], eSE=True, dw=False, identity=True),
+    'V-57-eSE': dict(stem=[64, 64, 128], **_V2_WIDE, layer_per_block=5,
+                     block_per_stage=[1, 1, 4, 3], eSE=True, dw=False, identity=True),
+    'V-99-eSE': dict(stem=[64, 64, 128], **_V2_WIDE, layer_per_block=5,
+                     block_per_stage=[1, 3, 9, 3], eSE=True, dw=False, identity=True),
+    'V-27-slim': dict(stem=[64, 64, 128], stage_conv_ch=[64, 80, 96, 112],
+                      stage_out_ch=[128, 256, 384, 512], layer_per_block=5,
+                      block_per_stage=[1, 1, 1, 1], eSE=False, dw=False, identity=False),
+    'V-39': dict(stem=[64, 64, 128], **_V2_WIDE, layer_per_block=5, block_per_stage=[1, 1, 2, 2],
+                 eSE=False, dw=False, identity=False),
+    'V-57': dict(stem=[64, 64, 128], **_V2_WIDE, layer_per_block=5, block_per_stage=[1, 1, 4, 3],
+                 eSE=False, dw=False, identity=False),
+}
+
+ESE_LAYOUTS = ('all', 'last')
+
+
+@MODELS.register_module()
+class VoVNet(BaseBackbone):
+    """VoVNet / VoVNetV2 backbone.
+
+    A 3-conv stem (stride 4) and four stages of One-Shot Aggregation modules. Stages 2-4 open
+    with a 3x3 stride-2 max-pool in ceil mode; stage outputs have strides 4/8/16/32 and
+    ``stage_out_ch`` channels.
+
+    ``depth=`` picks the family default (19: V-19-eSE, 27: V-27-slim, 39: V-39-eSE, 57: V-57-eSE,
+    99: V-99-eSE); ``arch=`` any named variant or a custom dict. Variants:
+
+    ============================  ======  =================================
+    arch                          depth   notes
+    ============================  ======  =================================
+    V-19-slim-dw-eSE              19      depthwise 3x3s, slim widths
+    V-19-dw-eSE                   19      depthwise 3x3s
+    V-19-slim-eSE / V-19-eSE      19
+    V-39-eSE / V-57-eSE           39/57
+    V-99-eSE                      99
+    V-27-slim / V-39 / V-57       27/39/57  VoVNetV1: no identity, no eSE
+    ============================  ======  =================================
+
+    Custom dict keys: ``stem`` (3 widths), ``stage_conv_ch``, ``stage_out_ch``,
+    ``layer_per_block``, ``block_per_stage``, and optionally ``eSE`` (True), ``dw`` (False),
+    ``identity`` (True; V2's shortcut on every block after the first of a stage).
+
+    eSE placement (``ese_layout``): ``'all'`` puts eSE on every OSA module, as the official
+    vovnet-detectron2 / CenterMask checkpoints do (its ``SE`` flag is computed but never used);
+    ``'last'`` only on the last block of each stage, as timm's ``ese_vovnet*b`` weights do. The two
+    differ only for archs with several blocks in a stage (V-39/57/99).
+
+    Plugins sit in every OSA module of the chosen stages, at ``position`` ``'after_concat'``
+    (after the 1x1 aggregation), ``'after_ese'`` or ``'after_block'`` (after the shortcut).
+
+    Args:
+        arch (str | dict, optional): Named variant or custom dict. Default: None (use ``depth``).
+        depth (int, optional): 19, 27, 39, 57 or 99.
+        in_channels (int): Input image channels. Default: 3.
+        num_stages (int): Stages to build, 1-4. Default: 4.
+        out_indices (Sequence[int]): Returned stages (0 is the stride-4 stage). Default: (0, 1, 2, 3).
+        frozen_stages (int): -1 none, 0 the stem, k the stem and stages 1..k. Default: -1.
+        ese_layout (str): ``'all'`` or ``'last'``. Default: ``'all'``.
+        conv_cfg (dict, optional): Conv layer config. Default: None (Conv2d).
+        norm_cfg (dict): Norm layer config. Default: ``dict(type='BN', requires_grad=True)``.
+            ``requires_grad=False`` freezes the affine parameters only.
+        act_cfg (dict): Activation config. Default: ``dict(type='ReLU', inplace=True)``.
+        norm_eval (bool): Keep BatchNorm layers in eval mode in training. Default: True.
+        plugins (list[dict], optional): mmdet plugin configs. Default: None.
+        with_cp (bool): Checkpoint each OSA module's activations. Default: False.
+        pretrained (str, optional): Deprecated; use ``init_cfg``.
+        init_cfg (dict | list[dict], optional): Init config. Default: Kaiming for convs, constant
+            1 for norms.
+
+    Example:
+        >>> import torch
+        >>> from mmbackbones.models import VoVNet
+        >>> model = VoVNet(arch='V-19-slim-dw-eSE').eval()
+        >>> outs = model(torch.rand(1, 3, 224, 224))
+        >>> for out in outs:
+        ...     print(tuple(out.shape))
+        (1, 112, 56, 56)
+        (1, 256, 28, 28)
+        (1, 384, 14, 14)
+        (1, 512, 7, 7)
+        >>> model.out_channels, model.out_strides
+        ((112, 256, 384, 512), (4, 8, 16, 32))
+    """
+
+    arch_settings = VOVNET_ARCHS
+    depth_settings = {19: 'V-19-eSE', 27: 'V-27-slim', 39: 'V-39-eSE', 57: 'V-57-eSE', 99: 'V-99-eSE'}
+    arch_required_keys = ('stem', 'stage_conv_ch', 'stage_out_ch', 'layer_per_block',
+                          'block_per_stage')
+    arch_optional_keys = dict(eSE=True, dw=False, identity=True)
+    plugin_positions = OSAModule.plugin_positions
+
+    def __init__(self, arch: Union[str, ArchSpec, None] = None, depth: Optional[int] = None,
+                 in_channels: int = 3, num_stages: int = 4,
+                 out_indices: Sequence[int] = (0, 1, 2, 3), frozen_stages: int = -1,
+                 ese_layout: str = 'all', conv_cfg: Optional[dict] = None,
+                 norm_cfg: dict = dict(type='BN', requires_grad=True),
+                 act_cfg: dict = dict(type='ReLU', inplace=True), norm_eval: bool = True,
+                 plugins: Optional[List[dict]] = None, with_cp: bool = False,
+                 pretrained: Optional[str] = None,
+                 init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
+        spec = self.resolve_arch(arch, depth)
+        if ese_layout not in ESE_LAYOUTS:
+            raise ValueError(f'VoVNet: ese_layout {ese_layout!r} is unknown; choose one of '
+                             f'{", ".join(ESE_LAYOUTS)}.')
+        check_norm_cfg('VoVNet', norm_cfg)
+        if init_cfg is None and pretrained is None:
+            init_cfg = [dict(type='Kaiming', layer='Conv2d'),
+                        dict(type='Constant', val=1, layer=['_BatchNorm', 'GroupNorm'])]
+        super().__init__(max_stages=len(spec['stage_out_ch']), num_stages=num_stages,
+                         out_indices=out_indices, frozen_stages=frozen_stages, norm_eval=norm_eval,
+                         with_cp=with_cp, plugins=plugins, pretrained=pretrained, init_cfg=init_cfg)
+        self.arch = spec
+        self.ese_layout = ese_layout
+        conv_kw = dict(conv_cfg=conv_cfg, norm_cfg=norm_cfg, act_cfg=act_cfg)
+
+        stem = spec['stem']
+        self.stem = nn.Sequential(
+            vovnet_conv3x3(in_channels, stem[0], stride=2, **conv_kw),
+            vovnet_conv3x3(stem[0], stem[1], depthwise=spec['dw'], **conv_kw),
+            vovnet_conv3x3(stem[1], stem[2], stride=2, depthwise=spec['dw'], **conv_kw))
+
+        channels, stride = stem[2], 4
+        for i in range(self.num_stages):
+            blocks = []
+            num_blocks = spec['block_per_stage'][i]
+            for b in range(num_blocks):
+                last = b == num_blocks - 1
+                blocks.append(OSAModule(
+                    channels, spec['stage_conv_ch'][i], spec['stage_out_ch'][i],
+                    spec['layer_per_block'], identity=spec['identity'] and b > 0,
+                    ese=spec['eSE'] and (ese_layout == 'all' or last), depthwise=spec['dw'],
+                    plugins=self.stage_plugins(i), with_cp=with_cp, **conv_kw))
+                channels = spec['stage_out_ch'][i]
+            stride = stride if i == 0 else stride * 2
+            self.add_stage(OSAStage(blocks, downsample=i > 0), channels, stride)
+        self.init_conventions()
+
+    @classmethod
+    def arch_from_state_dict(cls, state_dict: Dict[str, 'torch.Tensor'],
+                             identity: bool = True) -> Tuple[ArchSpec, str]:
+        """Read the arch dict and ``ese_layout`` off a VoVNet state dict in our key names.
+
+        Everything but the identity shortcut (which has no weights) is visible in the weights;
+        pass ``identity=False`` for VoVNetV1 checkpoints.
+        """
+        def out_ch(prefix: str) -> int:
+            for part in ('conv', 'pointwise_conv.conv'):
+                if f'{prefix}.{part}.weight' in state_dict:
+                    return int(state_dict[f'{prefix}.{part}.weight'].shape[0])
+            raise ValueError(f'VoVNet: state dict has no conv weight under {prefix!r}; is it a '
+                             f'VoVNet state dict in mmbackbones key names?')
+
+        def count(pattern: str) -> int:
+            found = {int(m[1]) for k in state_dict for m in [re.match(pattern, k)] if m}
+            return max(found) + 1 if found else 0
+
+        num_stages = count(r'stages\.(\d+)\.')
+        if num_stages == 0:
+            raise ValueError('VoVNet: state dict has no stages.N keys; is it a VoVNet state dict '
+                             'in mmbackbones key names?')
+        blocks = [count(rf'stages\.{i}\.blocks\.(\d+)\.') for i in range(num_stages)]
+        spec = dict(
+            stem=[out_ch(f'stem.{i}') for i in range(3)],
+            stage_conv_ch=[out_ch(f'stages.{i}.blocks.0.layers.0') for i in range(num_stages)],
+            stage_out_ch=[out_ch(f'stages.{i}.blocks.0.concat') for i in range(num_stages)],
+            layer_per_block=count(r'stages\.0\.blocks\.0\.layers\.(\d+)\.'),
+            block_per_stage=blocks,
+            dw='stem.1.depthwise_conv.conv.weight' in state_dict,
+            identity=identity)
+        has_ese = [[f'stages.{i}.blocks.{b}.ese.fc.weight' in state_dict for b in range(n)]
+                   for i, n in enumerate(blocks)]
+        spec['eSE'] = any(any(s) for s in has_ese)
+        layout = 'all'
+        if spec['eSE'] and not all(all(s) for s in has_ese):
+            if not all(s[-1] and not any(s[:-1]) for s in has_ese):
+                raise ValueError('VoVNet: eSE weights sit neither on every block nor on the last '
+                                 'block of each stage; no ese_layout reproduces this checkpoint.')
+            layout = 'last'
+        return cls.check_arch(spec), layout
+
+    @classmethod
+    def arch_depth(cls, spec: ArchSpec) -> int:
+        """Conv layers on the main path: 3 in the stem, then L 3x3s + one 1x1 per OSA module."""
+        return 3 + sum(spec['block_per_stage']) * (spec['layer_per_block'] + 1)
+
+    @classmethod
+    def check_arch(cls, spec: ArchSpec) -> ArchSpec:
+        def positive_ints(key: str, length: Optional[int] = None) -> List[int]:
+            value = spec[key]
+            if (not isinstance(value, (list, tuple)) or not value
+                    or not all(isinstance(v, int) and v > 0 for v in value)
+                    or (length is not None and len(value) != length)):
+                size = f'{length} ' if length is not None else ''
+                raise ValueError(f'VoVNet: arch {key!r} must be a list of {size}positive ints, '
+                                 f'got {value!r}.')
+            return list(value)
+
+        spec['stem'] = positive_ints('stem', 3)
+        spec['stage_conv_ch'] = positive_ints('stage_conv_ch')
+        n = len(spec['stage_conv_ch'])
+        spec['stage_out_ch'] = positive_ints('stage_out_ch', n)
+        spec['block_per_stage'] = positive_ints('block_per_stage', n)
+        if not isinstance(spec['layer_per_block'], int) or spec['layer_per_block'] < 1:
+            raise ValueError(f"VoVNet: arch 'layer_per_block' must be a positive int, got "
+                             f"{spec['layer_per_block']!r}.")
+        for key in ('eSE', 'dw', 'identity'):
+            if not isinstance(spec[key], bool):
+                raise ValueError(f'VoVNet: arch {key!r} must be True or False, got {spec[key]!r}.')
+        return spec
+
+
+class OSAStage(nn.Module):
+    """A VoVNet stage: optional ceil-mode 3x3/2 max-pool, then OSA modules."""
+
+    def __init__(self, blocks: List[OSAModule], downsample: bool) -> None:
+        super().__init__()
+        self.pool = nn.MaxPool2d(3, stride=2, ceil_mode=True) if downsample else None
+        self.blocks = nn.Sequential(*blocks)
+
+    def forward(self, x):
+        if self.pool is not None:
+            x = self.pool(x)
+        return self.blocks(x)

@@ -1,0 +1,293 @@
+"""The shared mmdet-conventions contract, checked for every mmbackbones backbone.
+
+Each entry of ``CASES`` is a small but complete config of one backbone family; a new family
+joins the contract by adding its entry.
+"""
+import copy
+import re
+
+import pytest
+import torch
+from mmdet.registry import MODELS
+from mmengine.registry import init_default_scope
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from mmbackbones.models import get_feature_info
+
+init_default_scope('mmdet')
+
+TINY_VOVNET = dict(stem=[8, 8, 16], stage_conv_ch=[8, 12, 16, 16],
+                   stage_out_ch=[16, 24, 32, 40], layer_per_block=2, block_per_stage=[1, 2, 2, 1])
+TINY_VOVNET_DW = dict(TINY_VOVNET, stem=[8, 8, 8], dw=True)
+
+CASES = {
+    'vovnet': dict(type='VoVNet', arch=TINY_VOVNET),
+    'vovnet-dw': dict(type='VoVNet', arch=TINY_VOVNET_DW),
+    'vovnet-v1': dict(type='VoVNet', arch=dict(TINY_VOVNET, eSE=False, identity=False)),
+}
+# A ContextBlock per backbone family at each documented position is in test_plugins_positions.
+IMG = (2, 3, 67, 93)
+
+
+def build(cfg: dict, **kwargs):
+    cfg = copy.deepcopy(cfg)
+    cfg.update(kwargs)
+    return MODELS.build(cfg)
+
+
+def image(seed: int = 0) -> torch.Tensor:
+    return torch.randn(*IMG, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.fixture(params=list(CASES), ids=list(CASES))
+def cfg(request):
+    return CASES[request.param]
+
+
+def test_outputs_match_out_indices_channels_and_strides(cfg):
+    model = build(cfg, out_indices=(0, 2, 3)).eval()
+    outs = model(image())
+    assert len(outs) == 3
+    assert tuple(o.shape[1] for o in outs) == model.out_channels
+    for out, stride in zip(outs, model.out_strides):
+        assert abs(out.shape[-2] - IMG[2] / stride) < 1 and abs(out.shape[-1] - IMG[3] / stride) < 1
+    assert get_feature_info(dict(cfg, out_indices=(0, 2, 3))) == (model.out_channels,
+                                                                   model.out_strides)
+
+
+def test_num_stages_builds_only_those_stages(cfg):
+    model = build(cfg, num_stages=2, out_indices=(0, 1)).eval()
+    assert len(model.stages) == 2
+    assert len(model(image())) == 2
+    with pytest.raises(ValueError, match=r'out_indices=.*outside the valid range 0\.\.1'):
+        build(cfg, num_stages=2, out_indices=(0, 2))
+    with pytest.raises(ValueError, match=r'num_stages=9 is out of range.*1\.\.4'):
+        build(cfg, num_stages=9)
+
+
+@pytest.mark.parametrize('bad', [(3, 1), (1, 1), (), (0, 7), (-1, ), 'x'])
+def test_out_indices_validation(cfg, bad):
+    with pytest.raises((ValueError, TypeError), match='out_indices'):
+        build(cfg, out_indices=bad)
+
+
+@pytest.mark.parametrize('bad', [-2, 5, 1.5, True])
+def test_frozen_stages_out_of_range(cfg, bad):
+    with pytest.raises(ValueError, match=r'frozen_stages=.* use -1 \(nothing\), 0 \(the stem\)'):
+        build(cfg, frozen_stages=bad)
+
+
+def _bn_stats(module):
+    return {n: b.clone() for n, b in module.named_buffers()}
+
+
+@pytest.mark.parametrize('frozen', [-1, 0, 1, 2, 4])
+def test_frozen_stages_do_not_change_under_sgd(cfg, frozen):
+    """Weight decay + momentum steps leave frozen params and BN statistics bit-identical."""
+    torch.manual_seed(0)
+    model = build(cfg, frozen_stages=frozen, norm_eval=False)
+    model.train()
+    frozen_modules = ([model.stem] if frozen >= 0 else []) + list(model.stages[:max(frozen, 0)])
+    trainable_modules = list(model.stages[max(frozen, 0):])
+    if frozen < 0:
+        trainable_modules.insert(0, model.stem)
+    for module in frozen_modules:
+        assert not module.training
+        assert all(not p.requires_grad for p in module.parameters())
+    for module in trainable_modules:
+        assert all(p.requires_grad for p in module.parameters())
+    before = [copy.deepcopy(m.state_dict()) for m in frozen_modules + trainable_modules]
+    params = [p for p in model.parameters() if p.requires_grad]
+    optim = torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=0.1) if params else None
+    for step in range(2):
+        outs = model(image(step))
+        if optim:  # everything frozen: forward passes in train mode must still change nothing
+            optim.zero_grad()
+            sum(o.square().mean() for o in outs).backward()
+            optim.step()
+        model.train()  # re-applied every call, as the runner does
+    after = [m.state_dict() for m in frozen_modules + trainable_modules]
+    for i, module in enumerate(frozen_modules):
+        for key, value in before[i].items():
+            assert torch.equal(value, after[i][key]), f'frozen {key} changed'
+    for j, module in enumerate(trainable_modules, start=len(frozen_modules)):
+        changed = [k for k, v in before[j].items() if not torch.equal(v, after[j][k])]
+        assert changed, 'a trainable stage did not change'
+
+
+def test_frozen_stages_record_no_autograd_graph(cfg):
+    """Frozen stages run without a graph: fewer saved tensors, and no grad_fn on their outputs."""
+    def saved_tensors(frozen):
+        model = build(cfg, frozen_stages=frozen, out_indices=(0, 1, 2, 3)).train()
+        count = 0
+
+        def pack(t):
+            nonlocal count
+            count += 1
+            return t
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            outs = model(image())
+        return count, outs
+
+    counts = {}
+    for frozen in (-1, 0, 2, 4):
+        counts[frozen], outs = saved_tensors(frozen)
+        for i, out in enumerate(outs):
+            assert (out.grad_fn is None) == (i < frozen), (frozen, i)
+    assert counts[-1] > counts[0] > counts[2] > counts[4] == 0
+
+
+def test_frozen_gradients_equal_unfrozen_computation(cfg):
+    """Trainable-part gradients with frozen stages equal those of the fully recorded graph."""
+    frozen = build(cfg, frozen_stages=1).train()
+    reference = build(cfg, frozen_stages=-1).train()
+    reference.load_state_dict(frozen.state_dict())
+    for name, module in reference.named_modules():  # same BN modes as the frozen model
+        module.train(dict(frozen.named_modules())[name].training)
+    sum(o.sum() for o in frozen(image())).backward()
+    sum(o.sum() for o in reference(image())).backward()
+    ref_params = dict(reference.named_parameters())
+    checked = 0
+    for name, param in frozen.named_parameters():
+        if param.requires_grad:
+            torch.testing.assert_close(param.grad, ref_params[name].grad, rtol=1e-5, atol=1e-6)
+            checked += 1
+        else:
+            assert param.grad is None
+    assert checked
+
+
+def test_norm_eval(cfg):
+    model = build(cfg, norm_eval=True).train()
+    bns = [m for m in model.modules() if isinstance(m, _BatchNorm)]
+    assert bns and all(not m.training for m in bns)
+    model = build(cfg, norm_eval=False).train()
+    assert all(m.training for m in model.modules() if isinstance(m, _BatchNorm))
+    model.eval()
+    assert all(not m.training for m in model.modules())
+
+
+def test_norm_cfg_requires_grad_false_freezes_affine_only(cfg):
+    model = build(cfg, norm_cfg=dict(type='BN', requires_grad=False))
+    for module in model.modules():
+        if isinstance(module, _BatchNorm):
+            assert not module.weight.requires_grad and not module.bias.requires_grad
+        if isinstance(module, torch.nn.Conv2d):
+            assert module.weight.requires_grad
+
+
+def test_norm_cfg_variants_build(cfg):
+    model = build(cfg, norm_cfg=dict(type='SyncBN'))
+    assert any(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules())
+    model = build(cfg, norm_cfg=dict(type='GN', num_groups=4)).train()
+    assert not any(isinstance(m, _BatchNorm) for m in model.modules())
+    assert len(model(image())) == 4
+    with pytest.raises(ValueError, match=r"norm_cfg type 'BatchNormz' is not a registered.*BN"):
+        build(cfg, norm_cfg=dict(type='BatchNormz'))
+
+
+def test_with_cp_gives_identical_gradients(cfg):
+    torch.manual_seed(0)
+    plain = build(cfg, with_cp=False, norm_eval=True).train()
+    ckpt = build(cfg, with_cp=True, norm_eval=True).train()
+    ckpt.load_state_dict(plain.state_dict())
+    x = image()
+    sum(o.square().sum() for o in plain(x)).backward()
+    sum(o.square().sum() for o in ckpt(x)).backward()
+    cp_params = dict(ckpt.named_parameters())
+    for name, param in plain.named_parameters():
+        assert torch.equal(param.grad, cp_params[name].grad), name
+
+
+def _positions(cfg):
+    return MODELS.get(cfg['type']).plugin_positions
+
+
+def test_plugins_positions(cfg):
+    """A ContextBlock at every documented position builds, runs and changes the output."""
+    base = build(cfg).eval()
+    for position in _positions(cfg):
+        plugins = [dict(cfg=dict(type='ContextBlock', ratio=1. / 4), position=position,
+                        stages=(False, True, True, True))]
+        model = build(cfg, plugins=plugins).eval()
+        names = [n for n, _ in model.named_modules() if n.endswith('context_block')]
+        assert names and not any(n.startswith('stages.0.') for n in names), position
+        state = model.state_dict()
+        state.update(base.state_dict())
+        model.load_state_dict(state)
+        torch.manual_seed(1)
+        for name, module in model.named_modules():
+            if name.endswith('context_block'):  # make the plugin non-trivial
+                for p in module.parameters():
+                    torch.nn.init.normal_(p, std=0.5)
+        outs, ref = model(image()), base(image())
+        assert torch.equal(outs[0], ref[0]), 'stage 1 has no plugin and must be unchanged'
+        assert not torch.allclose(outs[-1], ref[-1]), position
+
+
+def test_other_plugin_types(cfg):
+    position = _positions(cfg)[0]
+    plugins = [
+        dict(cfg=dict(type='GeneralizedAttention', spatial_range=-1, num_heads=2,
+                      attention_type='0010', kv_stride=2), position=position,
+             stages=(False, False, True, True)),
+        dict(cfg=dict(type='NonLocal2d', reduction=2), position=position,
+             stages=(False, False, False, True)),
+    ]
+    model = build(cfg, plugins=plugins).train()
+    assert sum(o.sum() for o in model(image())).requires_grad
+
+
+def test_plugin_errors(cfg):
+    with pytest.raises(ValueError, match=r"plugin position 'after_conv9' does not exist; choose "
+                                         r"one of " + re.escape(', '.join(_positions(cfg)))):
+        build(cfg, plugins=[dict(cfg=dict(type='ContextBlock', ratio=0.25),
+                                 position='after_conv9')])
+    with pytest.raises(ValueError, match=r'plugin stages=\(True, True\) must have one bool per'):
+        build(cfg, plugins=[dict(cfg=dict(type='ContextBlock', ratio=0.25),
+                                 position=_positions(cfg)[0], stages=(True, True))])
+    twice = dict(cfg=dict(type='ContextBlock', ratio=0.25), position=_positions(cfg)[0])
+    with pytest.raises(ValueError, match="give each config of the same type a distinct 'postfix'"):
+        build(cfg, plugins=[twice, twice])
+
+
+def test_pretrained_init_cfg_loads_and_reports(cfg, tmp_path):
+    source = build(cfg).eval()
+    torch.manual_seed(0)
+    with torch.no_grad():  # differ from any fresh init
+        for p in source.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    path = tmp_path / 'detector.pth'
+    torch.save({'state_dict': {f'backbone.{k}': v for k, v in source.state_dict().items()},
+                'meta': {}}, path)
+    model = build(cfg, init_cfg=dict(type='Pretrained', checkpoint=str(path), prefix='backbone.'))
+    model.init_weights()
+    model.eval()
+    for a, b in zip(model(image()), source(image())):
+        assert torch.equal(a, b)
+
+    # Without the prefix nothing matches: an error that suggests the prefix, not silent scratch.
+    model = build(cfg, init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    with pytest.raises(RuntimeError, match=r"loaded 0/.*below min_loaded_ratio=0\.9.*"
+                                           r"prefix='backbone\.'"):
+        model.init_weights()
+
+
+def test_pretrained_partial_checkpoint_threshold(cfg, tmp_path):
+    source = build(cfg).state_dict()
+    stem_only = {k: v for k, v in source.items() if k.startswith('stem.')}
+    path = tmp_path / 'stem.pth'
+    torch.save(stem_only, path)
+    model = build(cfg, init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    with pytest.raises(RuntimeError, match=r'missing \(\d+\): .*stages\.0'):
+        model.init_weights()
+    model = build(cfg, init_cfg=dict(type='Pretrained', checkpoint=str(path), min_loaded_ratio=0.0))
+    model.init_weights()
+    assert torch.equal(model.state_dict()['stem.0.conv.weight'], source['stem.0.conv.weight'])
+
+
+def test_deprecated_pretrained_argument(cfg, tmp_path):
+    with pytest.raises(ValueError, match='pass either pretrained= or init_cfg='):
+        build(cfg, pretrained='x.pth', init_cfg=dict(type='Pretrained', checkpoint='x.pth'))
+    with pytest.raises(TypeError, match='pretrained must be a checkpoint path'):
+        build(cfg, pretrained=3)

@@ -1,0 +1,43 @@
+"""Numerical helpers shared by parity tests."""
+from typing import Sequence
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+
+def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Random weights and random BatchNorm statistics, so parity tests exercise every tensor.
+
+    Convs get small random weights (scaled by fan-in so activations stay O(1) through deep
+    nets); BN gets random affine parameters and running statistics.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, _BatchNorm):
+                n = module.num_features
+                module.weight.copy_(torch.rand(n, generator=gen) * 0.5 + 0.75)
+                module.bias.copy_(torch.randn(n, generator=gen) * 0.1)
+                module.running_mean.copy_(torch.randn(n, generator=gen) * 0.1)
+                module.running_var.copy_(torch.rand(n, generator=gen) * 0.5 + 0.75)
+            elif isinstance(module, (nn.Conv2d, nn.Linear)):
+                fan_in = module.weight[0].numel()
+                module.weight.copy_(torch.randn(module.weight.shape, generator=gen)
+                                    * (2.0 / fan_in) ** 0.5)
+                if module.bias is not None:
+                    module.bias.copy_(torch.randn(module.bias.shape, generator=gen) * 0.1)
+    return model
+
+
+def max_abs_diff(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> float:
+    assert len(a) == len(b), f'{len(a)} outputs vs {len(b)}'
+    diffs = []
+    for x, y in zip(a, b):
+        assert x.shape == y.shape, f'{tuple(x.shape)} vs {tuple(y.shape)}'
+        diffs.append((x - y).abs().max().item())
+    return max(diffs)
+
+
+def num_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
