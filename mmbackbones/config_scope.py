@@ -30,3 +30,20 @@ def register_config_scope() -> None:
 
     get_installed_path._mmbackbones = True  # type: ignore[attr-defined]
     config_module.get_installed_path = get_installed_path
+
+
+def resolve_config_path(path: str) -> str:
+    """``'mmbackbones::vovnet/x.py'`` or ``'mmdet::retinanet/y.py'`` -> a file path; other paths
+    are returned unchanged. Lets our tools take a packaged config as their CONFIG argument."""
+    if '::' not in path:
+        return path
+    register_config_scope()
+    import mmengine.config.config as config_module
+    from mmengine.config.utils import MODULE2PACKAGE
+
+    scope, _, rel = path.partition('::')
+    if scope not in MODULE2PACKAGE:
+        raise ValueError(f"config: unknown scope {scope!r} in {path!r}; use one of "
+                         f"{', '.join(sorted(MODULE2PACKAGE))}.")
+    root = config_module.get_installed_path(MODULE2PACKAGE[scope])
+    return osp.join(root, '.mim', 'configs', rel)
