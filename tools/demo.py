@@ -30,7 +30,7 @@ def parse_args(argv=None):
     parser.add_argument('--config', default=DEFAULT_CONFIG)
     parser.add_argument('--work-dir', default='work_dirs/demo')
     parser.add_argument('--data-root', default='data/demo')
-    parser.add_argument('--num-train', type=int, default=600)
+    parser.add_argument('--num-train', type=int, default=800)
     parser.add_argument('--num-val', type=int, default=150)
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--max-iters', type=int, help='override the config (quick runs)')
@@ -52,8 +52,6 @@ def build_config(args) -> Config:
         for sched in cfg.param_scheduler:
             sched.end = min(sched.end, args.max_iters)
             sched.begin = min(sched.begin, max(args.max_iters - 1, 0))
-    # Evaluate once, explicitly, after training (main() needs the metrics dict).
-    cfg.train_cfg.val_interval = cfg.train_cfg.max_iters + 1
     cfg.work_dir = args.work_dir
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
@@ -61,7 +59,7 @@ def build_config(args) -> Config:
 
 
 def draw_predictions(model, cfg: Config, data_root: str, out_path: str, num: int,
-                     score_thr: float) -> str:
+                     score_thr: float, scale: int = 2) -> str:
     from mmdet.apis import inference_detector
     from mmengine.fileio import load
 
@@ -77,17 +75,20 @@ def draw_predictions(model, cfg: Config, data_root: str, out_path: str, num: int
         path = osp.join(data_root, 'val', info['file_name'])
         result = inference_detector(model, path)
         img = Image.open(path).convert('RGB')
+        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
         draw = ImageDraw.Draw(img)
         for x, y, w, h in gts.get(info['id'], []):
-            draw.rectangle([x, y, x + w, y + h], outline=(255, 255, 255), width=1)
+            draw.rectangle([scale * x, scale * y, scale * (x + w), scale * (y + h)],
+                           outline=(255, 255, 255), width=1)
         pred = result.pred_instances
         for box, label, score in zip(pred.bboxes.tolist(), pred.labels.tolist(),
                                      pred.scores.tolist()):
             if score < score_thr:
                 continue
             colour = tuple(DEMO_PALETTE[label])
+            box = [scale * v for v in box]
             draw.rectangle(box, outline=colour, width=2)
-            draw.text((box[0] + 2, box[1] + 1), f'{DEMO_CLASSES[label]} {score:.2f}', fill=colour)
+            draw.text((box[0] + 3, box[1] + 2), f'{DEMO_CLASSES[label]} {score:.2f}', fill=colour)
         tiles.append(img)
     cols = min(4, len(tiles))
     rows = -(-len(tiles) // cols)
@@ -103,15 +104,18 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     print(f'[demo] dataset: {args.data_root} ({args.num_train} train / {args.num_val} val, '
           f'seed {args.seed})', flush=True)
-    make_demo_dataset(args.data_root, num_train=args.num_train, num_val=args.num_val,
-                      seed=args.seed)
     cfg = build_config(args)
+    make_demo_dataset(args.data_root, num_train=args.num_train, num_val=args.num_val,
+                      image_size=tuple(cfg.image_size), seed=args.seed)
     os.makedirs(args.work_dir, exist_ok=True)
     runner = Runner.from_cfg(cfg)
     start = time.time()
     runner.train()
     train_min = (time.time() - start) / 60
-    metrics = runner.val_loop.run()
+    # The train loop always validates after its last iteration; RuntimeInfoHook keeps the result.
+    hub = runner.message_hub
+    metrics = {key: hub.get_scalar(f'val/{key}').current()
+               for key in ('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/bbox_mAP_75')}
     picture = draw_predictions(runner.model, cfg, args.data_root,
                                osp.join(args.work_dir, 'predictions.png'), args.num_vis,
                                args.score_thr)

@@ -12,8 +12,8 @@ custom_imports = dict(imports=['mmbackbones'], allow_failed_imports=False)
 
 data_root = 'data/demo/'
 dataset_type = 'DemoShapesDataset'
-image_size = (256, 256)
-max_iters = 1500
+image_size = (192, 192)  # the generator's (height, width); the pipeline keeps it
+max_iters = 1200
 
 model = dict(
     type='ATSS',
