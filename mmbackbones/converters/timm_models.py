@@ -22,7 +22,9 @@ def _vov_unit(unit: str) -> str:
 
 
 def convert_timm_vovnet(state_dict: Mapping[str, torch.Tensor]) -> ConversionResult:
-    """Convert a timm VovNet state dict (``ese_vovnet*``, ``vovnet*a``)."""
+    """Convert a timm VovNet state dict (``ese_vovnet*``, ``vovnet*a``), from the full model or a
+    ``features_only`` one (which flattens ``stem.N`` / ``stages.N`` to ``stem_N`` / ``stages_N``)."""
+    state_dict = {re.sub(r'^(stem|stages)_(\d+)\.', r'\1.\2.', k): v for k, v in state_dict.items()}
     if any(re.search(r'\.attn\.conv\.', k) for k in state_dict):
         raise ConversionError('timm VovNet: this checkpoint uses ECA attention (eca_vovnet*), '
                               'which mmbackbones VoVNet does not implement; use an ese_vovnet* '

@@ -89,6 +89,7 @@ class VoVNet(BaseBackbone):
         norm_eval (bool): Keep BatchNorm layers in eval mode in training. Default: True.
         plugins (list[dict], optional): mmdet plugin configs. Default: None.
         with_cp (bool): Checkpoint each OSA module's activations. Default: False.
+        channels_last (bool): Channels-last weights and activations (faster on CPU). Default: False.
         pretrained (str, optional): Deprecated; use ``init_cfg``.
         init_cfg (dict | list[dict], optional): Init config. Default: Kaiming for convs, constant
             1 for norms.
@@ -122,7 +123,7 @@ class VoVNet(BaseBackbone):
                  norm_cfg: dict = dict(type='BN', requires_grad=True),
                  act_cfg: dict = dict(type='ReLU', inplace=True), norm_eval: bool = True,
                  plugins: Optional[List[dict]] = None, with_cp: bool = False,
-                 pretrained: Optional[str] = None,
+                 channels_last: bool = False, pretrained: Optional[str] = None,
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
         spec = self.resolve_arch(arch, depth)
         if ese_layout not in ESE_LAYOUTS:
@@ -134,7 +135,8 @@ class VoVNet(BaseBackbone):
                         dict(type='Constant', val=1, layer=['_BatchNorm', 'GroupNorm'])]
         super().__init__(max_stages=len(spec['stage_out_ch']), num_stages=num_stages,
                          out_indices=out_indices, frozen_stages=frozen_stages, norm_eval=norm_eval,
-                         with_cp=with_cp, plugins=plugins, pretrained=pretrained, init_cfg=init_cfg)
+                         with_cp=with_cp, channels_last=channels_last, plugins=plugins,
+                         pretrained=pretrained, init_cfg=init_cfg)
         self.arch = spec
         self.ese_layout = ese_layout
         conv_kw = dict(conv_cfg=conv_cfg, norm_cfg=norm_cfg, act_cfg=act_cfg)

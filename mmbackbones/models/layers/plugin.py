@@ -27,6 +27,13 @@ class PluginSequence(nn.Sequential):
                     f"each config of the same type a distinct 'postfix' (e.g. postfix='1').")
             self.add_module(name, layer)
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.is_contiguous():
+            return super().forward(x)
+        # mmcv's plugins reshape with .view, which needs NCHW-contiguous input; hand back the
+        # channels-last layout the backbone runs in.
+        return super().forward(x.contiguous()).contiguous(memory_format=torch.channels_last)
+
     @classmethod
     def build(cls, cfgs: Optional[Sequence[dict]], in_channels: int) -> Optional['PluginSequence']:
         """Build the sequence, or return None when there is nothing to build (no overhead)."""

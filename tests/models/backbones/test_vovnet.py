@@ -85,6 +85,8 @@ def test_parity_with_timm(arch, name):
         feats.load_state_dict(flat, strict=True)  # features_only flattens stem.N -> stem_N
         with torch.no_grad():
             assert max_abs_diff(model(x), feats.eval()(x)) < 1e-5
+        from_features = convert_timm_vovnet(feats.state_dict()).check('timm').state_dict
+        assert all(torch.equal(from_features[k], v) for k, v in result.state_dict.items())
 
 
 @pytest.mark.parametrize('arch,name', TIMM_MODELS[4:7], ids=[n for _, n in TIMM_MODELS[4:7]])
