@@ -52,7 +52,7 @@ def test_timm_checkpoint_via_cli(tmp_path):
     assert proc.returncode == 0, proc.stderr
     meta = torch.load(dst, weights_only=True)['meta']['backbone']
     assert meta['ese_layout'] == 'last' and meta['arch']['layer_per_block'] == 5
-    model = VoVNet(arch='V-39-eSE', ese_layout='last',
+    model = VoVNet(arch='V-39-eSE', ese_layout='last', channels_last=False,  # reference's kernels
                    init_cfg=dict(type='Pretrained', checkpoint=str(dst), min_loaded_ratio=1.0))
     model.init_weights()
     x = torch.randn(1, 3, 75, 101)

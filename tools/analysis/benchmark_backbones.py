@@ -19,7 +19,7 @@ from mmbackbones.analysis import time_pair
 # ---------------------------------------------------------------- families: (ours, peer) builders
 
 
-def _vovnet_cases(channels_last: bool = False
+def _vovnet_cases(layout: Dict[str, bool]
                   ) -> Dict[str, Callable[[], Tuple[nn.Module, nn.Module]]]:
     import timm
     from timm.models.vovnet import VovNet, model_cfgs
@@ -38,9 +38,9 @@ def _vovnet_cases(channels_last: bool = False
                 peer = timm.create_model(name, features_only=True, out_indices=(1, 2, 3, 4))
             else:  # ese_vovnet19b has a config but no registered entrypoint
                 from timm.models._features import FeatureListNet
-                peer = FeatureListNet(VovNet(cfg=model_cfgs[name]), out_indices=(1, 2, 3, 4))
-            ours = VoVNet(arch=arch, ese_layout='last', norm_eval=False,
-                          channels_last=channels_last)
+                peer = FeatureListNet(VovNet(cfg=model_cfgs[name]), out_indices=(1, 2, 3, 4),
+                                      flatten_sequential=True)
+            ours = VoVNet(arch=arch, ese_layout='last', norm_eval=False, **layout)
             ours.load_state_dict(convert_timm_vovnet(peer.state_dict()).check('timm').state_dict)
             return ours, peer
         return build
@@ -77,20 +77,21 @@ def main(argv: List[str] = None) -> None:
     parser.add_argument('--rounds', type=int, default=10)
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--modes', nargs='+', choices=['eval', 'train'], default=['eval', 'train'])
-    parser.add_argument('--channels-last', action='store_true',
-                        help="build ours with channels_last=True (the peer keeps its default)")
+    parser.add_argument('--layout', choices=['default', 'contiguous'], default='default',
+                        help="ours with its default memory layout, or forced to NCHW-contiguous "
+                             "(channels_last=False: the same kernels as the peer)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     shapes = args.shape or [[1, 3, 512, 512], [2, 3, 512, 512]]
     builders, peer_name = FAMILIES[args.family]
-    cases = builders(channels_last=args.channels_last)
+    cases = builders({} if args.layout == 'default' else dict(channels_last=False))
     if args.arch:
         unknown = [a for a in args.arch if a not in cases]
         if unknown:
             parser.error(f'--arch {unknown} unknown for {args.family}; choose from {list(cases)}')
         cases = {a: cases[a] for a in args.arch}
 
-    layout = 'channels_last=True' if args.channels_last else 'default layout'
+    layout = 'its default layout' if args.layout == 'default' else 'channels_last=False'
     print(f'torch {torch.__version__}, {args.threads} threads, {args.rounds} alternating rounds, '
           f'ours with {layout}; ratio = ours / {peer_name} (median of per-round ratios)\n')
     print('| arch | input | mode | ours ms | peer ms | ratio |')

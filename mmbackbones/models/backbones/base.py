@@ -98,7 +98,8 @@ class BaseBackbone(BaseModule):
         with_cp (bool): Activation checkpointing per block.
         channels_last (bool): Keep weights and activations in channels-last memory layout. Same
             results (to float rounding); on CPU (oneDNN) it is 5-30% faster, see
-            docs/benchmarks.md. The input is converted in ``forward``; outputs are channels-last.
+            docs/benchmarks.md. The input is converted in ``forward``; the returned feature maps
+            are plain NCHW-contiguous tensors, so necks, heads and mmcv ops see nothing new.
         plugins (list[dict], optional): mmdet plugins,
             ``dict(cfg=dict(type=...), stages=(bool,) * num_stages, position=...)``.
         pretrained (str, optional): Deprecated, use ``init_cfg``.
@@ -354,6 +355,8 @@ class BaseBackbone(BaseModule):
                 x = module(x)
             if idx - offset in self.out_indices:
                 outs.append(x)
+        if self.channels_last:  # necks and heads (mmcv's RoIAlign, .view calls) expect NCHW
+            return tuple(o.contiguous() for o in outs)
         return tuple(outs)
 
     # ------------------------------------------------------------------ pretrained weights

@@ -30,6 +30,10 @@ TIMM_MODELS = [
     ('V-39-eSE', 'ese_vovnet39b'), ('V-57-eSE', 'ese_vovnet57b'), ('V-99-eSE', 'ese_vovnet99b'),
     ('V-39', 'vovnet39a'), ('V-57', 'vovnet57a')]
 ODD_INPUT = (1, 3, 97, 131)
+# Parity runs in NCHW, the reference's layout, so both sides use the same kernels and the
+# comparison measures the architecture, not float summation order. channels_last (the default)
+# is checked against NCHW in test_conventions.py.
+NCHW = dict(channels_last=False)
 
 
 def timm_vovnet(name: str, ese_everywhere: bool = False) -> torch.nn.Module:
@@ -58,7 +62,7 @@ def test_official_test_vector_through_converter():
     result = convert_vovnet_official(vec['state_dict']).check('official')
     arch, layout = VoVNet.arch_from_state_dict(result.state_dict)
     assert arch == dict(spec, identity=True) and layout == 'all'
-    model = VoVNet(arch=arch).eval()
+    model = VoVNet(arch=arch, **NCHW).eval()
     missing, unexpected = model.load_state_dict(result.state_dict, strict=True)
     assert not missing and not unexpected
     with torch.no_grad():
@@ -71,7 +75,7 @@ def test_parity_with_timm(arch, name):
     ref = randomize(timm_vovnet(name), seed=1).eval()
     result = convert_timm_vovnet(ref.state_dict()).check('timm')
     v2 = arch.endswith('eSE')
-    model = VoVNet(arch=arch, ese_layout='last').eval()
+    model = VoVNet(arch=arch, ese_layout='last', **NCHW).eval()
     model.load_state_dict(result.state_dict, strict=True)
     assert VoVNet.arch_from_state_dict(result.state_dict, identity=v2) == (
         dict(VOVNET_ARCHS[arch]), 'last' if arch in ('V-39-eSE', 'V-57-eSE', 'V-99-eSE') else 'all')
@@ -92,7 +96,7 @@ def test_parity_with_timm(arch, name):
 @pytest.mark.parametrize('arch,name', TIMM_MODELS[4:7], ids=[n for _, n in TIMM_MODELS[4:7]])
 def test_official_layout_equals_patched_timm(arch, name):
     ref = randomize(timm_vovnet(name, ese_everywhere=True), seed=3).eval()
-    model = VoVNet(arch=arch, ese_layout='all').eval()
+    model = VoVNet(arch=arch, ese_layout='all', **NCHW).eval()
     model.load_state_dict(convert_timm_vovnet(ref.state_dict()).check('timm').state_dict)
     x = torch.randn(*ODD_INPUT)
     with torch.no_grad():
@@ -158,3 +162,30 @@ def test_depthwise_keeps_unreduced_identity_in_concat():
     block = model.stages[1].blocks[0]  # 112 -> 80: reduced
     assert block.reduction is not None
     assert block.concat.conv.in_channels == 112 + 3 * 80
+
+
+@pytest.mark.parametrize('arch', list(VOVNET_ARCHS))
+def test_named_arch_conventions(arch):
+    """The frozen_stages / norm_eval / with_cp contract on every named arch (small input)."""
+    torch.manual_seed(0)
+    model = VoVNet(arch=arch, frozen_stages=2, norm_eval=False, with_cp=True).train()
+    reference = VoVNet(arch=arch, frozen_stages=2, norm_eval=False, with_cp=False).train()
+    reference.load_state_dict(model.state_dict())
+    frozen = [model.stem, *model.stages[:2]]
+    assert all(not m.training and not p.requires_grad for m in frozen for p in m.parameters())
+    before = {k: v.clone() for m in frozen for k, v in m.state_dict().items()}
+    x = torch.randn(2, 3, 64, 80)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optim = torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=0.1)
+    outs = model(x)
+    assert [o.shape[1] for o in outs] == list(model.out_channels)
+    assert outs[0].grad_fn is None and outs[1].grad_fn is None and outs[2].grad_fn is not None
+    sum(o.square().mean() for o in outs).backward()
+    sum(o.square().mean() for o in reference(x)).backward()
+    ref_params = dict(reference.named_parameters())
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            assert torch.equal(param.grad, ref_params[name].grad), name
+    optim.step()
+    after = {k: v for m in frozen for k, v in m.state_dict().items()}
+    assert all(torch.equal(before[k], after[k]) for k in before)
