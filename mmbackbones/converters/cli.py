@@ -19,6 +19,16 @@ from .core import ConversionError, ConversionResult, StateDict, check_against_mo
 ModelFactory = Callable[[StateDict], Tuple[nn.Module, dict]]
 
 
+def vovnet_factory(state_dict: StateDict) -> Tuple[nn.Module, dict]:
+    """A VoVNet for converted weights: arch and eSE layout read off the weights. VoVNetV2
+    checkpoints (official and timm ``*b``) carry eSE and use the identity shortcut; VoVNetV1
+    (timm ``*a``) has neither."""
+    from mmbackbones.models import VoVNet
+    has_ese = any(k.endswith('.ese.fc.weight') for k in state_dict)
+    arch, layout = VoVNet.arch_from_state_dict(state_dict, identity=has_ese)
+    return VoVNet(arch=arch, ese_layout=layout), dict(type='VoVNet', arch=arch, ese_layout=layout)
+
+
 def save_atomic(obj: object, path: str) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)

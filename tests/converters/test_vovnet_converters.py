@@ -10,6 +10,7 @@ from timm.models.vovnet import VovNet, model_cfgs
 
 from mmbackbones.converters import ConversionError, convert_timm_vovnet, convert_vovnet_official
 from mmbackbones.models import VoVNet
+from mmbackbones.models.backbones.vovnet import VOVNET_ARCHS
 from tests.numerics import max_abs_diff, randomize
 from tests.paths import OFFICIAL, REPO
 
@@ -44,15 +45,17 @@ def test_official_detector_checkpoint_via_cli(official, tmp_path):
     assert max_abs_diff(outs, official['outputs']) < 1e-4
 
 
-def test_timm_checkpoint_via_cli(tmp_path):
-    ref = randomize(VovNet(cfg=model_cfgs['ese_vovnet39b'], num_classes=10), seed=4).eval()
-    src, dst = tmp_path / 'ese_vovnet39b.pth', tmp_path / 'ours.pth'
+@pytest.mark.parametrize('name,arch,layout', [('ese_vovnet39b', 'V-39-eSE', 'last'),
+                                              ('vovnet39a', 'V-39', 'all')])
+def test_timm_checkpoint_via_cli(tmp_path, name, arch, layout):
+    ref = randomize(VovNet(cfg=model_cfgs[name], num_classes=10), seed=4).eval()
+    src, dst = tmp_path / f'{name}.pth', tmp_path / 'ours.pth'
     torch.save(ref.state_dict(), src)
     proc = run_tool('timm_vovnet.py', str(src), str(dst))
     assert proc.returncode == 0, proc.stderr
     meta = torch.load(dst, weights_only=True)['meta']['backbone']
-    assert meta['ese_layout'] == 'last' and meta['arch']['layer_per_block'] == 5
-    model = VoVNet(arch='V-39-eSE', ese_layout='last', channels_last=False,  # reference's kernels
+    assert meta['ese_layout'] == layout and meta['arch'] == dict(VOVNET_ARCHS[arch])
+    model = VoVNet(arch=arch, ese_layout=layout, channels_last=False,  # reference's kernels
                    init_cfg=dict(type='Pretrained', checkpoint=str(dst), min_loaded_ratio=1.0))
     model.init_weights()
     x = torch.randn(1, 3, 75, 101)

@@ -8,17 +8,8 @@ timm puts eSE on the last block of each stage only, so the result uses ``ese_lay
 import sys
 
 from mmbackbones.converters import convert_timm_vovnet
-from mmbackbones.converters.cli import run_converter
-from mmbackbones.models import VoVNet
-
-
-def build(state_dict):
-    has_ese = any(k.endswith('.ese.fc.weight') for k in state_dict)
-    arch, layout = VoVNet.arch_from_state_dict(state_dict, identity=has_ese)
-    cfg = dict(type='VoVNet', arch=arch, ese_layout=layout)
-    return VoVNet(arch=arch, ese_layout=layout), cfg
-
+from mmbackbones.converters.cli import run_converter, vovnet_factory
 
 if __name__ == '__main__':
     sys.exit(run_converter(None, description=__doc__, source='timm VovNet',
-                           convert=convert_timm_vovnet, factory=build))
+                           convert=convert_timm_vovnet, factory=vovnet_factory))
