@@ -29,6 +29,18 @@ def vovnet_factory(state_dict: StateDict) -> Tuple[nn.Module, dict]:
     return VoVNet(arch=arch, ese_layout=layout), dict(type='VoVNet', arch=arch, ese_layout=layout)
 
 
+def shufflenetv2_factory(state_dict: StateDict) -> Tuple[nn.Module, dict]:
+    """A ShuffleNetV2 for converted weights: the widths are read off the weights."""
+    from mmbackbones.models import ShuffleNetV2
+    width = [int(state_dict[f'stages.{i}.0.branch1.1.conv.weight'].shape[0]) * 2 for i in range(3)]
+    arch = dict(stem_channels=int(state_dict['stem.0.conv.weight'].shape[0]),
+                stage_channels=width,
+                conv5_channels=int(state_dict['stages.3.0.conv.weight'].shape[0]),
+                stage_blocks=[1 + max(int(k.split('.')[2]) for k in state_dict
+                                      if k.startswith(f'stages.{i}.')) for i in range(3)])
+    return ShuffleNetV2(arch=arch), dict(type='ShuffleNetV2', arch=arch)
+
+
 def save_atomic(obj: object, path: str) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)

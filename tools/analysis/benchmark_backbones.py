@@ -48,7 +48,40 @@ def _vovnet_cases(layout: Dict[str, bool]
     return {arch: make(arch, name) for arch, name in pairs}
 
 
-FAMILIES = {'vovnet': (_vovnet_cases, 'timm')}
+def _shufflenetv2_cases(layout: Dict[str, bool]
+                        ) -> Dict[str, Callable[[], Tuple[nn.Module, nn.Module]]]:
+    import torchvision
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    from mmbackbones.converters import convert_torchvision_shufflenetv2
+    from mmbackbones.models import ShuffleNetV2
+
+    def make(widen_factor: float, name: str):
+        def build():
+            full = getattr(torchvision.models, name)()
+            peer = create_feature_extractor(full, ['stage2', 'stage3', 'stage4', 'conv5'])
+            ours = ShuffleNetV2(widen_factor=widen_factor, out_indices=(0, 1, 2, 3), **layout)
+            ours.load_state_dict(
+                convert_torchvision_shufflenetv2(full.state_dict()).check('tv').state_dict)
+            return ours, _ListOutputs(peer)
+        return build
+
+    return {f'x{w}': make(w, f'shufflenet_v2_x{str(w).replace(".", "_")}')
+            for w in (0.5, 1.0, 1.5, 2.0)}
+
+
+class _ListOutputs(nn.Module):
+    """torchvision's feature extractor returns a dict; give the timing loop a list."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return list(self.model(x).values())
+
+
+FAMILIES = {'vovnet': (_vovnet_cases, 'timm'), 'shufflenetv2': (_shufflenetv2_cases, 'torchvision')}
 
 
 def _train_step(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:

@@ -24,6 +24,9 @@ CASES = {
     'vovnet': dict(type='VoVNet', arch=TINY_VOVNET),
     'vovnet-dw': dict(type='VoVNet', arch=TINY_VOVNET_DW),
     'vovnet-v1': dict(type='VoVNet', arch=dict(TINY_VOVNET, eSE=False, identity=False)),
+    'shufflenetv2': dict(type='ShuffleNetV2', out_indices=(0, 1, 2, 3),
+                         arch=dict(stem_channels=8, stage_channels=[16, 24, 32],
+                                   conv5_channels=48, stage_blocks=[2, 2, 1])),
 }
 # A ContextBlock per backbone family at each documented position is in test_plugins_positions.
 IMG = (2, 3, 67, 93)
