@@ -14,7 +14,6 @@ import os.path as osp
 import time
 from typing import List
 
-import numpy as np
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 from PIL import Image, ImageDraw

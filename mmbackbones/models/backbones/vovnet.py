@@ -2,6 +2,7 @@
 import re
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
+import torch
 from mmdet.registry import MODELS
 from torch import nn
 
@@ -165,7 +166,7 @@ class VoVNet(BaseBackbone):
         self.init_conventions()
 
     @classmethod
-    def arch_from_state_dict(cls, state_dict: Dict[str, 'torch.Tensor'],
+    def arch_from_state_dict(cls, state_dict: Dict[str, torch.Tensor],
                              identity: bool = True) -> Tuple[ArchSpec, str]:
         """Read the arch dict and ``ese_layout`` off a VoVNet state dict in our key names.
 
