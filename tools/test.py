@@ -56,13 +56,7 @@ def main(argv=None) -> None:
     except launch.UsageError as exc:
         print(f'test.py: error: {exc}', file=sys.stderr)
         sys.exit(2)
-    finished = False
-    try:
-        runner = launch.build_runner(cfg)
-        runner.test()
-        finished = True
-    finally:
-        launch.teardown_distributed(created_group, finished)
+    launch.run(cfg, created_group, 'test')
 
 
 if __name__ == '__main__':

@@ -65,13 +65,7 @@ def main(argv=None) -> None:
         from mmengine.logging import print_log
         print_log('Checkpoints are written atomically (backend_args=dict(backend='
                   "'atomic_local')).", logger='current', level=logging.INFO)
-    finished = False
-    try:
-        runner = launch.build_runner(cfg)
-        runner.train()
-        finished = True
-    finally:
-        launch.teardown_distributed(created_group, finished)
+    launch.run(cfg, created_group, 'train')
 
 
 if __name__ == '__main__':

@@ -8,7 +8,7 @@ explicitly allows a partial result.
 """
 import re
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, List, Mapping, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -113,8 +113,17 @@ def check_against_model(state_dict: StateDict, model: nn.Module, source: str,
     return report
 
 
-def load_source_checkpoint(path: str, wrappers: Sequence[str] = ('state_dict', 'model')
-                           ) -> StateDict:
+def extract_state_dict(ckpt: object) -> Dict[str, torch.Tensor]:
+    """The weights inside a checkpoint: its ``state_dict`` or ``model`` entry, or itself."""
+    if not isinstance(ckpt, Mapping):
+        raise TypeError(f'expected a checkpoint dict, got {type(ckpt).__name__}.')
+    for key in ('state_dict', 'model'):
+        if isinstance(ckpt.get(key), Mapping):
+            return dict(ckpt[key])
+    return dict(ckpt)
+
+
+def load_source_checkpoint(path: str) -> StateDict:
     """Load a source checkpoint with ``weights_only=True`` and unwrap common containers."""
     try:
         ckpt = torch.load(path, map_location='cpu', weights_only=True)
@@ -126,17 +135,4 @@ def load_source_checkpoint(path: str, wrappers: Sequence[str] = ('state_dict', '
                               f'state dict with a trusted tool.') from err
     if not isinstance(ckpt, Mapping):
         raise ConversionError(f'{path}: expected a dict of weights, got {type(ckpt).__name__}.')
-    for key in wrappers:
-        if isinstance(ckpt.get(key), Mapping):
-            ckpt = ckpt[key]
-            break
-    return to_tensors(ckpt)
-
-
-def find_first(keys: Iterable[str], pattern: str) -> Optional['re.Match']:
-    regex = re.compile(pattern)
-    for key in keys:
-        match = regex.fullmatch(key)
-        if match:
-            return match
-    return None
+    return to_tensors(extract_state_dict(ckpt))

@@ -33,7 +33,7 @@ from .checkpoint import (ATOMIC_BACKEND_NAME, CorruptCheckpointError, check_chec
 
 __all__ = [
     'UsageError', 'add_common_args', 'load_config', 'setup_distributed', 'teardown_distributed',
-    'build_runner', 'apply_resume', 'enable_amp', 'enable_auto_scale_lr',
+    'build_runner', 'run', 'apply_resume', 'enable_amp', 'enable_auto_scale_lr',
     'enable_atomic_checkpoint_writes', 'check_checkpoint_arg', 'enable_visualization',
     'add_dump_results', 'enable_tta', 'LAUNCHERS',
 ]
@@ -165,6 +165,17 @@ def teardown_distributed(created: bool, finished: bool = False) -> None:
             print(f'[mmbackbones] rank {torch_dist.get_rank()}/{torch_dist.get_world_size()}: '
                   'finished.', flush=True)
         torch_dist.destroy_process_group()
+
+
+def run(cfg: Config, created_group: bool, action: str) -> None:
+    """Build the runner and call ``runner.<action>()`` ('train' or 'test'), then tear down the
+    process group :func:`setup_distributed` made, reporting completion per rank."""
+    finished = False
+    try:
+        getattr(build_runner(cfg), action)()
+        finished = True
+    finally:
+        teardown_distributed(created_group, finished)
 
 
 def build_runner(cfg: Config) -> Any:

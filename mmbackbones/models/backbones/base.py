@@ -25,6 +25,8 @@ from mmengine.registry import MODELS as MMENGINE_MODELS
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from mmbackbones.converters.core import extract_state_dict
+
 ArchSpec = Dict[str, Any]
 
 
@@ -437,16 +439,6 @@ class BaseBackbone(BaseModule):
                   level=logging.WARNING if details else logging.INFO)
         self._is_init = True
         return report
-
-
-def extract_state_dict(ckpt: Any) -> Dict[str, torch.Tensor]:
-    """The weights inside a checkpoint: its ``state_dict`` or ``model`` entry, or itself."""
-    if isinstance(ckpt, dict):
-        for key in ('state_dict', 'model'):
-            if isinstance(ckpt.get(key), dict):
-                return ckpt[key]
-        return ckpt
-    raise TypeError(f'expected a checkpoint dict, got {type(ckpt).__name__}.')
 
 
 def _sample_keys(keys: Iterable[str], n: int = 3) -> str:
