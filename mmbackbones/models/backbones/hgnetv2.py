@@ -1,0 +1,271 @@
+"""HGNetV2 (PP-HGNetV2): RT-DETR's L/X/H backbones and timm's b0-b6."""
+import re
+from typing import Dict, List, Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from mmdet.registry import MODELS
+from torch import nn
+
+from ..layers import HGBlock, HGConvModule, check_freeze_norm, freeze_batch_norm
+from .base import ArchSpec, BaseBackbone, check_norm_cfg
+
+#: Named variants. L/X/H are RT-DETR's ``HGNetv2.arch_configs``, identical to timm's
+#: ``hgnetv2_b4`` / ``b5`` / ``b6``; b0-b3 are timm's smaller ones, which use the learnable
+#: affine blocks (``use_lab``). Every variant has RT-DETR's stage layout: no downsample in
+#: stage 0, light blocks and 5x5 kernels in stages 2-3.
+HGNETV2_ARCHS: Dict[str, ArchSpec] = {
+    'L': dict(stem_channels=[32, 48], stage_mid_channels=[48, 96, 192, 384],
+              stage_out_channels=[128, 512, 1024, 2048], stage_blocks=[1, 1, 3, 1], layer_num=6),
+    'X': dict(stem_channels=[32, 64], stage_mid_channels=[64, 128, 256, 512],
+              stage_out_channels=[128, 512, 1024, 2048], stage_blocks=[1, 2, 5, 2], layer_num=6),
+    'H': dict(stem_channels=[48, 96], stage_mid_channels=[96, 192, 384, 768],
+              stage_out_channels=[192, 512, 1024, 2048], stage_blocks=[2, 3, 6, 3], layer_num=6),
+    'b0': dict(stem_channels=[16, 16], stage_mid_channels=[16, 32, 64, 128],
+               stage_out_channels=[64, 256, 512, 1024], stage_blocks=[1, 1, 2, 1], layer_num=3,
+               use_lab=True),
+    'b1': dict(stem_channels=[24, 32], stage_mid_channels=[32, 48, 96, 192],
+               stage_out_channels=[64, 256, 512, 1024], stage_blocks=[1, 1, 2, 1], layer_num=3,
+               use_lab=True),
+    'b2': dict(stem_channels=[24, 32], stage_mid_channels=[32, 64, 128, 256],
+               stage_out_channels=[96, 384, 768, 1536], stage_blocks=[1, 1, 3, 1], layer_num=4,
+               use_lab=True),
+    'b3': dict(stem_channels=[24, 32], stage_mid_channels=[32, 64, 128, 256],
+               stage_out_channels=[128, 512, 1024, 2048], stage_blocks=[1, 1, 3, 1],
+               layer_num=5, use_lab=True),
+}
+HGNETV2_ARCHS['b4'] = dict(HGNETV2_ARCHS['L'])
+HGNETV2_ARCHS['b5'] = dict(HGNETV2_ARCHS['X'])
+HGNETV2_ARCHS['b6'] = dict(HGNETV2_ARCHS['H'])
+
+
+class HGStemBranches(nn.Module):
+    """The two-branch middle of the HGNetV2 stem, at stride 2.
+
+    The input is zero-padded by one pixel right and bottom; one branch is a 2x2 conv, another
+    pad and a 2x2 conv (``conv_a``, ``conv_b``), the other a 2x2/1 max-pool (ceil mode). The
+    outputs (pool first) are concatenated: ``2 * channels`` at the input's size.
+    """
+
+    def __init__(self, channels: int, *, use_lab: bool, conv_cfg: Optional[dict],
+                 norm_cfg: Optional[dict], act_cfg: Optional[dict]) -> None:
+        super().__init__()
+        kw = dict(use_lab=use_lab, conv_cfg=conv_cfg, norm_cfg=norm_cfg, act_cfg=act_cfg)
+        self.conv_a = HGConvModule(channels, channels // 2, 2, **kw)
+        self.conv_b = HGConvModule(channels // 2, channels, 2, **kw)
+        self.pool = nn.MaxPool2d(2, stride=1, ceil_mode=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.pad(x, (0, 1, 0, 1))
+        branch = self.conv_b(F.pad(self.conv_a(x), (0, 1, 0, 1)))
+        return torch.cat([self.pool(x), branch], dim=1)
+
+
+class HGStage(nn.Module):
+    """An HGNetV2 stage: an optional depthwise 3x3/2 conv + norm (no activation), then HG blocks."""
+
+    def __init__(self, blocks: List[HGBlock], downsample: Optional[nn.Module]) -> None:
+        super().__init__()
+        self.downsample = downsample
+        self.blocks = nn.Sequential(*blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.downsample is not None:
+            x = self.downsample(x)
+        return self.blocks(x)
+
+
+@MODELS.register_module()
+class HGNetV2(BaseBackbone):
+    """HGNetV2 (PP-HGNetV2) backbone, as RT-DETR and timm build it.
+
+    Stem (stride 4): a 3x3/2 conv, :class:`HGStemBranches` (2x2 convs beside a 2x2 max-pool,
+    concatenated), a 3x3/2 conv and a 1x1 conv. Four stages of :class:`HGBlock` follow; a stage
+    may open with a depthwise 3x3/2 conv + norm, and every block but the first of a stage adds
+    its input (identity). Stages 2-3 use light blocks (1x1 + depthwise 5x5). All convs are
+    followed by norm and ReLU (and, with ``use_lab``, a learnable affine block).
+
+    Variants (``arch``), with the stage outputs at strides 4, 8, 16, 32:
+
+    ========  =========================  ========================================
+    arch      channels                   notes
+    ========  =========================  ========================================
+    L (b4)    128, 512, 1024, 2048       RT-DETR HGNetv2-L = timm ``hgnetv2_b4``
+    X (b5)    128, 512, 1024, 2048       RT-DETR HGNetv2-X = timm ``hgnetv2_b5``
+    H (b6)    192, 512, 1024, 2048       RT-DETR HGNetv2-H = timm ``hgnetv2_b6``
+    b0, b1    64, 256, 512, 1024         timm, ``use_lab=True``
+    b2        96, 384, 768, 1536         timm, ``use_lab=True``
+    b3        128, 512, 1024, 2048       timm, ``use_lab=True``
+    ========  =========================  ========================================
+
+    Custom dict keys: ``stem_channels`` ([mid, out]), ``stage_mid_channels``,
+    ``stage_out_channels``, ``stage_blocks`` (one per stage), ``layer_num`` (conv units per
+    block), and optionally ``downsample`` ([False, True, True, True]), ``light_block``
+    ([False, False, True, True]), ``kernel_size`` ([3, 3, 5, 5]) and ``use_lab`` (False).
+
+    RT-DETR uses ``out_indices=(1, 2, 3)`` and, for L/X/H, ``freeze_norm=True`` with
+    ``frozen_stages=0`` (its ``freeze_at=0``).
+
+    Args:
+        arch (str | dict): Named variant or custom dict. Default: ``'L'``.
+        in_channels (int): Input image channels. Default: 3.
+        num_stages (int): Stages to build, 1-4. Default: 4.
+        out_indices (Sequence[int]): Returned stages. Default: (0, 1, 2, 3).
+        frozen_stages (int): -1 none, 0 the stem, k the stem and stages 1..k. Default: -1.
+        freeze_norm (bool): Replace every BatchNorm by a
+            :class:`~mmbackbones.models.layers.FrozenBatchNorm2d` (statistics and affine as
+            buffers; state dict keys unchanged), as RT-DETR does. Needs a BatchNorm
+            ``norm_cfg``. Default: False (mmdet's ``norm_cfg=dict(type='BN',
+            requires_grad=False)`` + ``norm_eval=True`` is the same forward pass).
+        conv_cfg (dict, optional): Conv layer config. Default: None (Conv2d).
+        norm_cfg (dict): Norm layer config. Default: ``dict(type='BN', requires_grad=True)``.
+        act_cfg (dict): Activation config. Default: ``dict(type='ReLU', inplace=True)``.
+        norm_eval (bool): Keep BatchNorm layers in eval mode in training. Default: True.
+        plugins (list[dict], optional): mmdet plugin configs at ``position``
+            ``'after_aggregation'`` or ``'after_block'`` (see :class:`HGBlock`), in every block
+            of the chosen stages. Default: None.
+        with_cp (bool): Checkpoint each HG block's activations. Default: False.
+        channels_last (bool): Run in channels-last memory layout (returned maps are NCHW): same
+            results, faster on CPU. Default: True.
+        pretrained (str, optional): Deprecated; use ``init_cfg``.
+        init_cfg (dict | list[dict], optional): Init config. Default: Kaiming for convs,
+            constant 1 for norms.
+
+    Example:
+        >>> import torch
+        >>> from mmbackbones.models import HGNetV2
+        >>> model = HGNetV2(arch='L', out_indices=(1, 2, 3)).eval()
+        >>> for out in model(torch.rand(1, 3, 224, 224)):
+        ...     print(tuple(out.shape))
+        (1, 512, 28, 28)
+        (1, 1024, 14, 14)
+        (1, 2048, 7, 7)
+        >>> model.out_channels, model.out_strides
+        ((512, 1024, 2048), (8, 16, 32))
+    """
+
+    arch_settings = HGNETV2_ARCHS
+    arch_required_keys = ('stem_channels', 'stage_mid_channels', 'stage_out_channels',
+                          'stage_blocks', 'layer_num')
+    arch_optional_keys = dict(downsample=[False, True, True, True],
+                              light_block=[False, False, True, True], kernel_size=[3, 3, 5, 5],
+                              use_lab=False)
+    plugin_positions = HGBlock.plugin_positions
+
+    def __init__(self, arch: Union[str, ArchSpec] = 'L', in_channels: int = 3,
+                 num_stages: int = 4, out_indices: Sequence[int] = (0, 1, 2, 3),
+                 frozen_stages: int = -1, freeze_norm: bool = False,
+                 conv_cfg: Optional[dict] = None,
+                 norm_cfg: dict = dict(type='BN', requires_grad=True),
+                 act_cfg: dict = dict(type='ReLU', inplace=True), norm_eval: bool = True,
+                 plugins: Optional[List[dict]] = None, with_cp: bool = False,
+                 channels_last: bool = True, pretrained: Optional[str] = None,
+                 init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
+        spec = self.resolve_arch(arch)
+        check_norm_cfg('HGNetV2', norm_cfg)
+        check_freeze_norm('HGNetV2', freeze_norm, norm_cfg)
+        if init_cfg is None and pretrained is None:
+            init_cfg = [dict(type='Kaiming', layer='Conv2d'),
+                        dict(type='Constant', val=1, layer=['_BatchNorm', 'GroupNorm'])]
+        super().__init__(max_stages=len(spec['stage_out_channels']), num_stages=num_stages,
+                         out_indices=out_indices, frozen_stages=frozen_stages, norm_eval=norm_eval,
+                         with_cp=with_cp, channels_last=channels_last, plugins=plugins,
+                         pretrained=pretrained, init_cfg=init_cfg)
+        self.arch = spec
+        self.freeze_norm = freeze_norm
+        kw = dict(use_lab=spec['use_lab'], conv_cfg=conv_cfg, norm_cfg=norm_cfg, act_cfg=act_cfg)
+
+        mid, channels = spec['stem_channels']
+        self.stem = nn.Sequential(  # RT-DETR / timm: stem1, (stem2a, stem2b, pool), stem3, stem4
+            HGConvModule(in_channels, mid, 3, stride=2, **kw),
+            HGStemBranches(mid, **kw),
+            HGConvModule(2 * mid, mid, 3, stride=2, **kw),
+            HGConvModule(mid, channels, 1, **kw))
+
+        stride = 4
+        for i in range(self.num_stages):
+            downsample = None
+            if spec['downsample'][i]:  # depthwise, norm only (no activation, hence no lab)
+                downsample = HGConvModule(channels, channels, 3, stride=2, groups=channels,
+                                          **dict(kw, act_cfg=None))
+                stride *= 2
+            out = spec['stage_out_channels'][i]
+            blocks = [HGBlock(channels if b == 0 else out, spec['stage_mid_channels'][i], out,
+                              spec['layer_num'], spec['kernel_size'][i],
+                              light=spec['light_block'][i], identity=b > 0,
+                              plugins=self.stage_plugins(i), with_cp=with_cp, **kw)
+                      for b in range(spec['stage_blocks'][i])]
+            self.add_stage(HGStage(blocks, downsample), out, stride)
+            channels = out
+        if freeze_norm:
+            freeze_batch_norm(self)
+        self.init_conventions()
+
+    @classmethod
+    def check_arch(cls, spec: ArchSpec) -> ArchSpec:
+        n = len(spec['stage_out_channels']) if isinstance(spec['stage_out_channels'],
+                                                          (list, tuple)) else None
+        for key in ('stage_mid_channels', 'stage_out_channels', 'stage_blocks', 'kernel_size'):
+            value = spec[key]
+            if (not isinstance(value, (list, tuple)) or not value or len(value) != n
+                    or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+                               for v in value)):
+                raise ValueError(f'HGNetV2: arch {key!r} must be a list of positive ints, one '
+                                 f'per stage (as many as stage_out_channels); got {value!r}.')
+            spec[key] = list(value)
+        for key in ('downsample', 'light_block'):
+            value = spec[key]
+            if (not isinstance(value, (list, tuple)) or len(value) != n
+                    or not all(isinstance(v, bool) for v in value)):
+                raise ValueError(f'HGNetV2: arch {key!r} must be a list of bools, one per stage; '
+                                 f'got {value!r}.')
+            spec[key] = list(value)
+        stem = spec['stem_channels']
+        if (not isinstance(stem, (list, tuple)) or len(stem) != 2
+                or not all(isinstance(v, int) and v > 1 for v in stem)):
+            raise ValueError(f"HGNetV2: arch 'stem_channels' must be [mid, out], two ints > 1; "
+                             f'got {stem!r}.')
+        spec['stem_channels'] = list(stem)
+        if not isinstance(spec['layer_num'], int) or spec['layer_num'] < 1:
+            raise ValueError(f"HGNetV2: arch 'layer_num' must be a positive int, got "
+                             f"{spec['layer_num']!r}.")
+        if not isinstance(spec['use_lab'], bool):
+            raise ValueError(f"HGNetV2: arch 'use_lab' must be True or False, got "
+                             f"{spec['use_lab']!r}.")
+        return spec
+
+    @classmethod
+    def arch_from_state_dict(cls, state_dict: Dict[str, torch.Tensor]) -> Union[str, ArchSpec]:
+        """The named arch (or a custom dict) of an HGNetV2 state dict in our key names."""
+        def count(pattern: str) -> int:
+            found = {int(m[1]) for k in state_dict for m in [re.match(pattern, k)] if m}
+            return max(found) + 1 if found else 0
+
+        def out_ch(key: str) -> int:
+            return int(state_dict[key].shape[0])
+
+        num_stages = count(r'stages\.(\d+)\.')
+        if num_stages == 0 or 'stem.0.conv.weight' not in state_dict:
+            raise ValueError('HGNetV2: state dict has no stem.0 / stages.N keys; is it an '
+                             'HGNetV2 state dict in mmbackbones key names?')
+        light = [f'stages.{i}.blocks.0.layers.0.conv1.conv.weight' in state_dict
+                 for i in range(num_stages)]
+        first = [f'stages.{i}.blocks.0.layers.0.' + ('conv2.' if light[i] else '') + 'conv.weight'
+                 for i in range(num_stages)]
+        spec = dict(
+            stem_channels=[out_ch('stem.0.conv.weight'), out_ch('stem.3.conv.weight')],
+            stage_mid_channels=[out_ch(k) for k in first],
+            stage_out_channels=[
+                out_ch(f'stages.{i}.blocks.0.aggregation_excitation_conv.conv.weight')
+                for i in range(num_stages)],
+            stage_blocks=[count(rf'stages\.{i}\.blocks\.(\d+)\.') for i in range(num_stages)],
+            layer_num=count(r'stages\.0\.blocks\.0\.layers\.(\d+)\.'),
+            downsample=[f'stages.{i}.downsample.conv.weight' in state_dict
+                        for i in range(num_stages)],
+            light_block=light,
+            kernel_size=[int(state_dict[k].shape[-1]) for k in first],
+            use_lab=any('.lab.' in k for k in state_dict))
+        for name, named in cls.arch_settings.items():
+            if {**cls.arch_optional_keys, **named} == spec:
+                return name
+        return cls.check_arch(spec)
