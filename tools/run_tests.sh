@@ -5,6 +5,10 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$REPO/tools/setup.sh"
 VENV="${MMB_VENV:-$REPO/.venv}"
 cd "$REPO"
-# Tests are CPU-only and sized for 2 cores; pin the thread count so timings stay comparable.
-export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
-exec "$VENV/bin/python" -m pytest "$@"
+# Tests are CPU-only and sized for 2 cores: two pytest-xdist workers of one thread each (most
+# tests are small tensors, where two processes beat two threads). --dist loadfile keeps a file's
+# tests, and so its module-scoped fixtures (trained detectors, sweeps), in one worker.
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+# torch.compile (inductor) keeps its generated kernels here, so reruns skip the C++ builds.
+export TORCHINDUCTOR_CACHE_DIR="${TORCHINDUCTOR_CACHE_DIR:-$HOME/.cache/mmbackbones/torchinductor}"
+exec "$VENV/bin/python" -m pytest -n "${MMB_TEST_WORKERS:-2}" --dist loadfile "$@"

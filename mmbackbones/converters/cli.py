@@ -55,16 +55,24 @@ def save_atomic(obj: object, path: str) -> None:
 
 
 def run_converter(argv: Optional[List[str]], *, description: str, source: str,
-                  convert: Callable[[StateDict], ConversionResult], factory: ModelFactory) -> int:
+                  convert: Callable[[StateDict], ConversionResult], factory: ModelFactory,
+                  load: Optional[Callable[[str, argparse.Namespace], StateDict]] = None,
+                  add_arguments: Optional[Callable[[argparse.ArgumentParser], None]] = None
+                  ) -> int:
+    """``load(path, args)`` replaces the weights-only reader for sources that need another
+    (ultralytics' pickled models); ``add_arguments(parser)`` adds its flags."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument('src', help='source checkpoint (.pth / .pkl / .bin)')
     parser.add_argument('dst', help='output mmbackbones checkpoint')
     parser.add_argument('--allow-partial', action='store_true',
                         help='write the result even when source keys are left unused or the '
                              'target model is not filled exactly')
+    if add_arguments is not None:
+        add_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        result = convert(load_source_checkpoint(args.src)).check(source, args.allow_partial)
+        weights = load(args.src, args) if load is not None else load_source_checkpoint(args.src)
+        result = convert(weights).check(source, args.allow_partial)
         model, backbone_cfg = factory(result.state_dict)
         report = check_against_model(result.state_dict, model, source, args.allow_partial)
     except (ConversionError, ValueError) as err:

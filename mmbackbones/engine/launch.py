@@ -32,10 +32,10 @@ from .checkpoint import (ATOMIC_BACKEND_NAME, CorruptCheckpointError, check_chec
                          find_latest_valid_checkpoint)
 
 __all__ = [
-    'UsageError', 'add_common_args', 'load_config', 'setup_distributed', 'teardown_distributed',
-    'build_runner', 'run', 'apply_resume', 'enable_amp', 'enable_auto_scale_lr',
-    'enable_atomic_checkpoint_writes', 'check_checkpoint_arg', 'enable_visualization',
-    'add_dump_results', 'enable_tta', 'LAUNCHERS',
+    'UsageError', 'add_common_args', 'load_config', 'check_neck_in_channels', 'setup_distributed',
+    'teardown_distributed', 'build_runner', 'run', 'apply_resume', 'enable_amp',
+    'enable_auto_scale_lr', 'enable_atomic_checkpoint_writes', 'check_checkpoint_arg',
+    'enable_visualization', 'add_dump_results', 'enable_tta', 'LAUNCHERS',
 ]
 
 LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
@@ -94,7 +94,40 @@ def load_config(args: argparse.Namespace) -> Config:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    check_neck_in_channels(cfg)
     return cfg
+
+
+def check_neck_in_channels(cfg: Config) -> None:
+    """Fail before anything is built when ``model.neck.in_channels`` disagrees with the backbone.
+
+    The backbone's output channels come from :func:`~mmbackbones.models.get_feature_info` (built
+    on the ``meta`` device: no weights, no time). Only a list-valued ``in_channels`` of the
+    (first) neck is compared; a backbone that cannot be built here is left to the model build,
+    which reports its own error.
+    """
+    model = cfg.get('model') or {}
+    backbone, neck = model.get('backbone'), model.get('neck')
+    if not backbone or not neck:
+        return
+    neck = neck[0] if isinstance(neck, (list, tuple)) else neck
+    in_channels = neck.get('in_channels') if isinstance(neck, dict) else None
+    if not isinstance(in_channels, (list, tuple)):
+        return
+    from mmbackbones.models import get_feature_info
+    try:
+        info = get_feature_info(backbone)
+    except Exception:  # noqa: BLE001 - the real build raises the real error
+        return
+    if list(in_channels) != list(info.channels):
+        name = backbone.get('type')
+        arch = backbone.get('arch', backbone.get('depth'))
+        raise UsageError(
+            f'model.neck.in_channels={list(in_channels)} disagrees with the backbone: {name}'
+            f'{f" (arch {arch!r})" if arch is not None else ""} returns feature maps with channels '
+            f'{list(info.channels)} (strides {list(info.strides)}) for out_indices='
+            f'{backbone.get("out_indices", "default")}. Set model.neck.in_channels='
+            f'{list(info.channels)}, or change the backbone\'s out_indices.')
 
 
 # --------------------------------------------------------------------------- distributed

@@ -8,7 +8,7 @@ identical weights. Prints a markdown table with the ratio ours / peer (< 1 means
         --shape 1 3 512 512 --shape 2 3 512 512
 """
 import argparse
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -81,22 +81,190 @@ class _ListOutputs(nn.Module):
         return list(self.model(x).values())
 
 
-FAMILIES = {'vovnet': (_vovnet_cases, 'timm'), 'shufflenetv2': (_shufflenetv2_cases, 'torchvision')}
+def _yolov8_cases(layout: Dict[str, bool]
+                  ) -> Dict[str, Callable[[], Tuple[nn.Module, nn.Module]]]:
+    from ultralytics.nn.tasks import DetectionModel
+
+    from mmbackbones.converters import convert_ultralytics_yolov8
+    from mmbackbones.models import YOLOv8CSPDarknet
+
+    def make(scale: str):
+        def build():
+            detector = DetectionModel(f'yolov8{scale}.yaml', verbose=False)
+            ours = YOLOv8CSPDarknet(arch=scale, **layout)
+            ours.load_state_dict(
+                convert_ultralytics_yolov8(detector.state_dict()).check('ultralytics').state_dict)
+            return ours, _UltralyticsBackbone(detector)
+        return build
+
+    return {scale: make(scale) for scale in 'nsmlx'}
 
 
-def _train_step(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
+class _UltralyticsBackbone(nn.Module):
+    """ultralytics' YOLOv8 layers 0-9 (the backbone), returning P3/P4/P5 (layers 4, 6, 9)."""
+
+    def __init__(self, detector: nn.Module) -> None:
+        super().__init__()
+        self.layers = detector.model[:10]
+
+    def forward(self, x):
+        outs = []
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i in (4, 6, 9):
+                outs.append(x)
+        return outs
+
+
+def _timm_cases(layout: Dict[str, bool]
+                ) -> Dict[str, Callable[[], Tuple[nn.Module, nn.Module]]]:
+    """TimmBackbone vs the timm features_only model it wraps: the ratio is its overhead."""
+    import timm
+
+    from mmbackbones.models import TimmBackbone
+
+    models = {'resnet50d': (1, 2, 3, 4), 'convnext_tiny': (0, 1, 2, 3),
+              'efficientnet_b3': (1, 2, 3, 4), 'regnetx_032': (1, 2, 3, 4)}
+
+    def make(name: str, out_indices: Tuple[int, ...]):
+        def build():
+            # norm_eval=False: BN trains in both, as in timm's model
+            ours = TimmBackbone(name, out_indices=out_indices, norm_eval=False, **layout)
+            peer = timm.create_model(name, features_only=True, out_indices=out_indices)
+            peer.load_state_dict(ours.timm_model.state_dict())
+            return ours, peer
+        return build
+
+    return {name: make(name, indices) for name, indices in models.items()}
+
+
+def _presnet_cases(layout: Dict[str, bool]
+                   ) -> Dict[str, Callable[[], Tuple[nn.Module, nn.Module]]]:
+    """PResNet vs timm's resnet*d features_only (R18/R34 patched with the same stage-1
+    projection, so both run the same convolutions)."""
+    import timm
+    from timm.models.resnet import downsample_avg
+
+    from mmbackbones.converters import convert_timm_resnetd
+    from mmbackbones.models import PResNet
+
+    def make(depth: int):
+        def build():
+            peer = timm.create_model(f'resnet{depth}d', features_only=True,
+                                     out_indices=(1, 2, 3, 4))
+            if depth < 50:
+                peer.layer1[0].downsample = downsample_avg(64, 64, 1, stride=1)
+            ours = PResNet(depth=depth, norm_eval=False, **layout)
+            ours.load_state_dict(convert_timm_resnetd(peer.state_dict()).check('timm').state_dict)
+            return ours, peer
+        return build
+
+    return {f'R{depth}': make(depth) for depth in (18, 34, 50, 101)}
+
+
+def _hgnetv2_cases(layout: Dict[str, bool]
+                   ) -> Dict[str, Callable[[], Tuple[nn.Module, nn.Module]]]:
+    """HGNetV2 vs timm's hgnetv2_b* features_only (L/X/H are b4/b5/b6)."""
+    import timm
+
+    from mmbackbones.converters import convert_timm_hgnetv2
+    from mmbackbones.models import HGNetV2
+
+    pairs = [('b0', 'hgnetv2_b0'), ('b2', 'hgnetv2_b2'), ('L', 'hgnetv2_b4'),
+             ('X', 'hgnetv2_b5'), ('H', 'hgnetv2_b6')]
+
+    def make(arch: str, name: str):
+        def build():
+            peer = timm.create_model(name, features_only=True, out_indices=(0, 1, 2, 3))
+            ours = HGNetV2(arch=arch, norm_eval=False, **layout)
+            ours.load_state_dict(convert_timm_hgnetv2(peer.state_dict()).check('timm').state_dict)
+            return ours, peer
+        return build
+
+    return {arch: make(arch, name) for arch, name in pairs}
+
+
+def _vanillanet_cases(layout: Dict[str, bool]
+                      ) -> Dict[str, Callable[[], Tuple[nn.Module, nn.Module]]]:
+    """VanillaNet deploy form (ours) vs its own train form in eval (the re-parameterisation
+    speed-up, same weights), and vs mmdet's ResNet-18/50 (similar FLOPs to vanillanet_5) in
+    cases named ``<arch>:<resnet>``. Use ``--modes eval``: the deploy form is for inference."""
+    import copy
+
+    from mmdet.models.backbones import ResNet
+
+    from mmbackbones.models import VanillaNet
+
+    def deployed(train: nn.Module) -> nn.Module:
+        model = copy.deepcopy(train).eval()
+        model.switch_to_deploy()
+        return model
+
+    def make(arch: str, peer: Optional[int] = None):
+        def build():
+            train = VanillaNet(arch=arch, **layout).eval()
+            if peer is None:
+                return deployed(train), train
+            resnet = ResNet(depth=peer, out_indices=(1, 2, 3))
+            resnet.eval()  # mmdet's ResNet.train() returns None: no chaining
+            return deployed(train), resnet
+        return build
+
+    return {'vanillanet_5': make('vanillanet_5'), 'vanillanet_13': make('vanillanet_13'),
+            'vanillanet_5:resnet18': make('vanillanet_5', 18),
+            'vanillanet_5:resnet50': make('vanillanet_5', 50)}
+
+
+def _moganet_cases(layout: Dict[str, bool]
+                   ) -> Dict[str, Callable[[], Tuple[nn.Module, nn.Module]]]:
+    """MogaNet has no peer implementation to load into; each arch runs next to the mmdet ResNet
+    of the most similar ImageNet FLOPs (xtiny 0.8G / tiny 1.1G: R18 1.8G; small 5.0G: R50
+    4.1G; base 9.9G: R101 7.8G; large 15.9G, xlarge 34.5G: R152 11.6G), all four stages out,
+    BN in train mode for the train step. Cases are named ``<arch>:resnet<depth>``."""
+    from mmdet.models.backbones import ResNet
+
+    from mmbackbones.models import MogaNet
+
+    def make(arch: str, depth: int):
+        def build():
+            resnet = ResNet(depth=depth, out_indices=(0, 1, 2, 3), norm_eval=False)
+            resnet.eval()  # mmdet's ResNet.train() returns None: no chaining
+            return MogaNet(arch=arch, norm_eval=False, **layout), resnet
+        return build
+
+    pairs = [('xtiny', 18), ('tiny', 18), ('small', 50), ('base', 101), ('large', 152),
+             ('xlarge', 152)]
+    return {f'{arch}:resnet{depth}': make(arch, depth) for arch, depth in pairs}
+
+
+FAMILIES = {'vovnet': (_vovnet_cases, 'timm'), 'shufflenetv2': (_shufflenetv2_cases, 'torchvision'),
+            'moganet': (_moganet_cases, 'mmdet ResNet of similar FLOPs'),
+            'yolov8': (_yolov8_cases, 'ultralytics'),
+            'timm': (_timm_cases, 'timm features_only'),
+            'presnet': (_presnet_cases, 'timm'), 'hgnetv2': (_hgnetv2_cases, 'timm'),
+            'vanillanet': (_vanillanet_cases, 'train form (eval), or mmdet ResNet after ":"')}
+
+
+def _train_step(model: nn.Module, x: torch.Tensor, amp: Optional[torch.dtype] = None
+                ) -> Callable[[], None]:
     def step():
-        outs = model(x)
+        with torch.autocast(x.device.type, dtype=amp, enabled=amp is not None):
+            outs = model(x)
         sum(o.float().mean() for o in outs).backward()
         for p in model.parameters():
             p.grad = None
+        if x.is_cuda:  # time the kernels, not their launch
+            torch.cuda.synchronize()
     return step
 
 
-def _eval_step(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
+def _eval_step(model: nn.Module, x: torch.Tensor, amp: Optional[torch.dtype] = None
+               ) -> Callable[[], None]:
     def step():
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast(x.device.type, dtype=amp, enabled=amp is not None):
             model(x)
+        if x.is_cuda:
+            torch.cuda.synchronize()
     return step
 
 
@@ -113,7 +281,13 @@ def main(argv: List[str] = None) -> None:
     parser.add_argument('--layout', choices=['default', 'contiguous'], default='default',
                         help="ours with its default memory layout, or forced to NCHW-contiguous "
                              "(channels_last=False: the same kernels as the peer)")
+    parser.add_argument('--device', default='cpu', help="'cpu' or 'cuda'")
+    parser.add_argument('--amp', choices=['fp16', 'bf16'], help='autocast dtype (default: fp32)')
+    parser.add_argument('--json', metavar='PATH',
+                        help='also write the rows (and the settings) to this JSON file, e.g. '
+                        'docs/benchmarks/<family>.json (read by tools/analysis/make_model_zoo.py)')
     args = parser.parse_args(argv)
+    amp = {None: None, 'fp16': torch.float16, 'bf16': torch.bfloat16}[args.amp]
     torch.set_num_threads(args.threads)
     shapes = args.shape or [[1, 3, 512, 512], [2, 3, 512, 512]]
     builders, peer_name = FAMILIES[args.family]
@@ -125,25 +299,46 @@ def main(argv: List[str] = None) -> None:
         cases = {a: cases[a] for a in args.arch}
 
     layout = 'its default layout' if args.layout == 'default' else 'channels_last=False'
-    print(f'torch {torch.__version__}, {args.threads} threads, {args.rounds} alternating rounds, '
+    where = (torch.cuda.get_device_name() if args.device == 'cuda' else f'{args.threads} threads')
+    print(f'torch {torch.__version__}, {where}, {args.amp or "fp32"}, {args.rounds} alternating '
+          f'rounds, '
           f'ours with {layout}; ratio = ours / {peer_name} (median of per-round ratios)\n')
     print('| arch | input | mode | ours ms | peer ms | ratio |')
     print('|---|---|---|---|---|---|')
+    rows = []
     for arch, build in cases.items():
         ours, peer = build()
+        ours, peer = ours.to(args.device), peer.to(args.device)
         for shape in shapes:
-            x = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+            x = torch.randn(*shape, generator=torch.Generator().manual_seed(0)).to(args.device)
             for mode in args.modes:
                 if mode == 'eval':
                     ours.eval(), peer.eval()
-                    t = time_pair(_eval_step(ours, x), _eval_step(peer, x), rounds=args.rounds,
+                    t = time_pair(_eval_step(ours, x, amp), _eval_step(peer, x, amp),
+                                  rounds=args.rounds,
                                   warmup=args.warmup)
                 else:
                     ours.train(), peer.train()
-                    t = time_pair(_train_step(ours, x), _train_step(peer, x), rounds=args.rounds,
+                    t = time_pair(_train_step(ours, x, amp), _train_step(peer, x, amp),
+                                  rounds=args.rounds,
                                   warmup=args.warmup)
                 print(f'| {arch} | {"x".join(map(str, shape))} | {mode} | {t.ours_ms:.1f} | '
                       f'{t.peer_ms:.1f} | {t.ratio:.3f} |', flush=True)
+                rows.append(dict(backbone=type(ours).__name__, arch=arch, input=list(shape),
+                                 mode=mode, ours_ms=t.ours_ms, peer_ms=t.peer_ms, ratio=t.ratio))
+    if args.json:
+        _write_json(args.json, dict(
+            family=args.family, peer=peer_name, torch=torch.__version__, device=args.device,
+            where=where, threads=args.threads, amp=args.amp or 'fp32', layout=args.layout,
+            rounds=args.rounds, rows=rows))
+
+
+def _write_json(path: str, data: dict) -> None:
+    import json
+    import os
+    from mmbackbones.engine.checkpoint import atomic_write_bytes
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    atomic_write_bytes((json.dumps(data, indent=1) + '\n').encode(), path)
 
 
 if __name__ == '__main__':

@@ -1,4 +1,8 @@
 # Copyright (c) mmbackbones contributors. Licensed under the Apache License, Version 2.0.
 """Training hooks registered in mmdet's HOOKS registry (importing this package registers them)."""
 
-__all__: list = []
+from .act_learn import VanillaNetActLearnHook
+from .frozen_stages import FrozenStagesScheduleHook
+from .train_cost import TrainCostHook
+
+__all__ = ['VanillaNetActLearnHook', 'FrozenStagesScheduleHook', 'TrainCostHook']

@@ -286,6 +286,8 @@ class BaseBackbone(BaseModule):
                                f'num_stages={self.num_stages}.')
         if self.channels_last:
             self.to(memory_format=torch.channels_last)
+        # What set_frozen_stages() gives back to an unfrozen stage (norm_cfg may freeze affines).
+        self._trainable_at_build = {n for n, p in self.named_parameters() if p.requires_grad}
         self._freeze_stages()
 
     @property
@@ -316,6 +318,24 @@ class BaseBackbone(BaseModule):
             for param in module.parameters():
                 param.requires_grad = False
 
+    def set_frozen_stages(self, frozen_stages: int) -> None:
+        """Change ``frozen_stages`` of a built backbone (progressive unfreezing).
+
+        Stages that stop being frozen get back the ``requires_grad`` they were built with (a
+        ``norm_cfg`` with ``requires_grad=False`` keeps its affines frozen); newly frozen ones are
+        frozen. Module modes (frozen stages in eval, ``norm_eval``) are re-applied for the current
+        training mode. Optimisers are not touched: see ``FrozenStagesScheduleHook``.
+        """
+        self.frozen_stages = self._check_frozen_stages(frozen_stages, self.num_stages)
+        trainable = getattr(self, '_trainable_at_build', None)
+        names = {id(p): n for n, p in self.named_parameters()}
+        frozen = {id(m) for m in self.frozen_modules()}
+        for module in self._pipeline():
+            if id(module) not in frozen:
+                for param in module.parameters():
+                    param.requires_grad = trainable is None or names[id(param)] in trainable
+        self.train(self.training)
+
     def train(self, mode: bool = True) -> 'BaseBackbone':
         super().train(mode)
         self._freeze_stages()
@@ -342,6 +362,38 @@ class BaseBackbone(BaseModule):
         return count
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        try:
+            return self.forward_stages(x)
+        except (RuntimeError, ValueError) as exc:
+            explained = self._explain_forward_error(x, exc)
+            if explained is None:
+                raise
+            raise explained from exc
+
+    def _explain_forward_error(self, x: torch.Tensor, exc: Exception) -> Optional[ValueError]:
+        """A clear error for the two input-shape failures torch reports cryptically, else None.
+
+        An input smaller than the total stride of the stages that run shrinks a map to nothing
+        (a pooling "output size is too small"); BatchNorm in train mode cannot normalise a single
+        value per channel (batch 1 with a 1x1 map). Other errors are not ours to reword.
+        """
+        name = type(self).__name__
+        height, width = x.shape[-2:]
+        if self.training and 'more than 1 value per channel' in str(exc):
+            return ValueError(
+                f'{name}: BatchNorm in train mode got one value per channel (batch {x.shape[0]}, '
+                f'input {height}x{width}: a feature map is down to 1x1). Use a batch of 2 or '
+                f'more, a larger input, or norm_eval=True (BN statistics frozen). ({exc})')
+        stride = max(self.stage_strides[:self.out_indices[-1] + 1])
+        if min(height, width) < stride:
+            return ValueError(
+                f'{name}: input {height}x{width} is too small; this architecture needs inputs of '
+                f'at least {stride}x{stride}, the total stride of the stages it runs (pad or '
+                f'resize the image). ({exc})')
+        return None
+
+    def forward_stages(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """The stem and the stages up to the last of ``out_indices``; their selected outputs."""
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         modules = self._pipeline()
@@ -392,6 +444,12 @@ class BaseBackbone(BaseModule):
         reported. Raises ``RuntimeError`` when less than ``min_loaded_ratio`` of the backbone's
         parameter elements was loaded: silently training from scratch is worse than failing.
 
+        A checkpoint made for another number of input channels (RGB weights into a backbone built
+        with ``in_channels=1`` or ``4``) has its input conv adapted, as timm does, and a warning
+        says so: for 1 channel the filters are summed over the checkpoint's channels (a grey
+        image then gives what the RGB model gives on the grey image repeated three times); for
+        other counts they are repeated cyclically and scaled by ``ckpt_channels / in_channels``.
+
         Returns:
             dict: ``missing``, ``unexpected`` and ``shape_mismatch`` key lists.
         """
@@ -409,8 +467,10 @@ class BaseBackbone(BaseModule):
                                    f'{prefix!r}; its keys look like {_sample_keys(state)}.')
             state = selected
         state = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
+        state = self.map_checkpoint_keys(state)
 
         own = self.state_dict()
+        state = self._adapt_input_conv(state, own)
         loadable = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
         report = dict(
             missing=sorted(k for k in own if k not in loadable),
@@ -439,6 +499,39 @@ class BaseBackbone(BaseModule):
                   level=logging.WARNING if details else logging.INFO)
         self._is_init = True
         return report
+
+    def map_checkpoint_keys(self, state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """Rename checkpoint keys to this backbone's; identity unless a subclass wraps another
+        library's model whose plain checkpoints use other names (TimmBackbone)."""
+        return state
+
+    def _adapt_input_conv(self, state: Dict[str, torch.Tensor],
+                          own: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """Adapt the input conv of ``state`` to this model's input channels (load_pretrained)."""
+        names = {id(m): n for n, m in self.named_modules()}
+        first = next((m for part in self._pipeline() for m in part.modules()
+                      if isinstance(m, nn.Conv2d)), None)  # in forward order, not registration
+        if first is None or first.groups != 1:
+            return state
+        key = f'{names[id(first)]}.weight'
+        if key not in state or key not in own:
+            return state
+        src, dst = state[key], own[key]
+        if src.dim() != 4 or src.shape == dst.shape or src.shape[0] != dst.shape[0] \
+                or src.shape[2:] != dst.shape[2:]:
+            return state
+        src_ch, dst_ch = src.shape[1], dst.shape[1]
+        if dst_ch == 1:
+            adapted = src.sum(dim=1, keepdim=True)
+            how = f'summed over its {src_ch} channels'
+        else:
+            index = torch.arange(dst_ch) % src_ch
+            adapted = src[:, index] * (src_ch / dst_ch)
+            how = f'repeated cyclically and scaled by {src_ch}/{dst_ch}'
+        print_log(f'{type(self).__name__}: the checkpoint\'s input conv {key!r} is for {src_ch} '
+                  f'input channels, this model has {dst_ch}; its filters were {how}.',
+                  logger='current', level=logging.WARNING)
+        return dict(state, **{key: adapted.to(src.dtype)})
 
 
 def _sample_keys(keys: Iterable[str], n: int = 3) -> str:
