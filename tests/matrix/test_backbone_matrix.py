@@ -367,6 +367,42 @@ def test_bf16_on_official_vectors(vector):
     assert_bf16_close(outs, official, vector)
 
 
+#: fp16 keeps 11 significant bits (2^-11 relative rounding per op), 8x finer than bf16.
+FP16_REL_TOL = 1e-2
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(),
+                                reason='fp16 autocast runs where a CUDA GPU is lent; bf16 on the '
+                                       'CPU covers precision everywhere else')
+
+
+@needs_cuda
+def test_fp16_autocast_cuda(cfg, family):
+    model = build(cfg).cuda()
+    x = image(2, 3, *ODD).cuda()
+    ref = run(model, x)
+    with torch.autocast('cuda', dtype=torch.float16):
+        outs = run(model, x)
+    for i, (out, r) in enumerate(zip(outs, ref)):
+        assert torch.isfinite(out).all(), f'{family} map {i} has NaN/Inf under fp16'
+        err = (out.float() - r).abs().max().item() / r.abs().max().item()
+        assert err <= FP16_REL_TOL, f'{family} map {i}: fp16 error {err:.3g} of max|fp32|'
+
+
+@needs_cuda
+@pytest.mark.parametrize('vector', VECTORS)
+def test_fp16_on_official_vectors_cuda(vector):
+    data = torch.load(OFFICIAL / f'{vector}.pt', weights_only=True)
+    meta = json.loads((OFFICIAL / f'{vector}.json').read_text())
+    model = OFFICIAL_BUILDERS[vector](meta, data['state_dict']).eval().cuda()
+    official = [o.float().cuda() for o in data['outputs']]
+    with torch.autocast('cuda', dtype=torch.float16):
+        outs = run(model, data['input'].cuda())
+    official = official[-len(outs):]
+    for i, (out, r) in enumerate(zip(outs, official)):
+        assert torch.isfinite(out).all(), f'{vector} map {i} has NaN/Inf under fp16'
+        err = (out.float() - r).abs().max().item() / r.abs().max().item()
+        assert err <= FP16_REL_TOL, f'{vector} map {i}: fp16 error {err:.3g} of max|fp32|'
+
+
 FORCE_FP32 = [f for f in FAMILIES if accepts(f, 'attn_force_fp32')]
 
 

@@ -339,17 +339,24 @@ class TimmBackbone(BaseBackbone):
         """
         import timm
         probe_kwargs = dict(timm_kwargs, pretrained_cfg_overlay=None)
-        try:
-            with torch.device('meta'):
+
+        def build_probe(device: str):
+            with torch.device(device):
                 try:
                     probe = timm.create_model(model_name, features_only=True, pretrained=False,
                                               **probe_kwargs)
                     count = len(probe.feature_info.info)
-                    defaults = tuple(i % count for i in probe.feature_info.out_indices)
+                    return probe, tuple(i % count for i in probe.feature_info.out_indices)
                 except AssertionError:
                     probe = timm.create_model(model_name, features_only=True, pretrained=False,
                                               out_indices=(0, ), **probe_kwargs)
-                    defaults = tuple(range(len(probe.feature_info.info)))
+                    return probe, tuple(range(len(probe.feature_info.info)))
+
+        try:
+            try:
+                probe, defaults = build_probe('meta')
+            except NotImplementedError:  # an op without a meta kernel (regnet's torch.unique on
+                probe, defaults = build_probe('cpu')  # some torch versions): build it for real
         except TypeError as err:
             unexpected = re.search(r"unexpected keyword argument '(\w+)'", str(err))
             if unexpected is None:
