@@ -70,6 +70,16 @@ def check_norm_cfg(owner: str, norm_cfg: Optional[dict]) -> None:
                          f'choose one of {", ".join(known_norm_types())}.')
 
 
+def scratch_init_cfg(init_cfg: Optional[Union[dict, List[dict]]], pretrained: Optional[str]
+                     ) -> Optional[Union[dict, List[dict]]]:
+    """``init_cfg``, or mmdet ResNet's from-scratch init (Kaiming convs, unit norm weights) when
+    neither ``init_cfg`` nor ``pretrained`` is given."""
+    if init_cfg is None and pretrained is None:
+        return [dict(type='Kaiming', layer='Conv2d'),
+                dict(type='Constant', val=1, layer=['_BatchNorm', 'GroupNorm'])]
+    return init_cfg
+
+
 class BaseBackbone(BaseModule):
     """Base class that implements mmdet's ResNet conventions for every backbone.
 

@@ -8,7 +8,7 @@ from mmdet.registry import MODELS
 from torch import nn
 
 from ..layers import HGBlock, HGConvModule, check_freeze_norm, freeze_batch_norm
-from .base import ArchSpec, BaseBackbone, check_norm_cfg
+from .base import ArchSpec, BaseBackbone, check_norm_cfg, scratch_init_cfg
 
 #: Named variants. L/X/H are RT-DETR's ``HGNetv2.arch_configs``, identical to timm's
 #: ``hgnetv2_b4`` / ``b5`` / ``b6``; b0-b3 are timm's smaller ones, which use the learnable
@@ -164,9 +164,7 @@ class HGNetV2(BaseBackbone):
         spec = self.resolve_arch(arch)
         check_norm_cfg('HGNetV2', norm_cfg)
         check_freeze_norm('HGNetV2', freeze_norm, norm_cfg)
-        if init_cfg is None and pretrained is None:
-            init_cfg = [dict(type='Kaiming', layer='Conv2d'),
-                        dict(type='Constant', val=1, layer=['_BatchNorm', 'GroupNorm'])]
+        init_cfg = scratch_init_cfg(init_cfg, pretrained)
         super().__init__(max_stages=len(spec['stage_out_channels']), num_stages=num_stages,
                          out_indices=out_indices, frozen_stages=frozen_stages, norm_eval=norm_eval,
                          with_cp=with_cp, channels_last=channels_last, plugins=plugins,

@@ -9,7 +9,7 @@ from torch import nn
 
 from ..layers import (PluginSequence, apply_plugins, check_freeze_norm, freeze_batch_norm,
                       maybe_checkpoint)
-from .base import ArchSpec, BaseBackbone, check_norm_cfg
+from .base import ArchSpec, BaseBackbone, check_norm_cfg, scratch_init_cfg
 
 #: RT-DETR's ``ResNet_cfg``: BasicBlock below depth 50, Bottleneck (expansion 4) from 50 on.
 PRESNET_ARCHS: Dict[str, ArchSpec] = {
@@ -182,9 +182,7 @@ class PResNet(BaseBackbone):
         spec = self.resolve_arch(arch, depth)
         check_norm_cfg('PResNet', norm_cfg)
         check_freeze_norm('PResNet', freeze_norm, norm_cfg)
-        if init_cfg is None and pretrained is None:
-            init_cfg = [dict(type='Kaiming', layer='Conv2d'),
-                        dict(type='Constant', val=1, layer=['_BatchNorm', 'GroupNorm'])]
+        init_cfg = scratch_init_cfg(init_cfg, pretrained)
         super().__init__(max_stages=len(spec['stage_blocks']), num_stages=num_stages,
                          out_indices=out_indices, frozen_stages=frozen_stages, norm_eval=norm_eval,
                          with_cp=with_cp, channels_last=channels_last, plugins=plugins,

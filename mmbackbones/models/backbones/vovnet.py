@@ -7,7 +7,7 @@ from mmdet.registry import MODELS
 from torch import nn
 
 from ..layers import OSAModule, vovnet_conv3x3
-from .base import ArchSpec, BaseBackbone, check_norm_cfg
+from .base import ArchSpec, BaseBackbone, check_norm_cfg, scratch_init_cfg
 
 _V2_WIDE = dict(stage_conv_ch=[128, 160, 192, 224], stage_out_ch=[256, 512, 768, 1024])
 _V2_SLIM = dict(stage_conv_ch=[64, 80, 96, 112], stage_out_ch=[112, 256, 384, 512])
@@ -132,9 +132,7 @@ class VoVNet(BaseBackbone):
             raise ValueError(f'VoVNet: ese_layout {ese_layout!r} is unknown; choose one of '
                              f'{", ".join(ESE_LAYOUTS)}.')
         check_norm_cfg('VoVNet', norm_cfg)
-        if init_cfg is None and pretrained is None:
-            init_cfg = [dict(type='Kaiming', layer='Conv2d'),
-                        dict(type='Constant', val=1, layer=['_BatchNorm', 'GroupNorm'])]
+        init_cfg = scratch_init_cfg(init_cfg, pretrained)
         super().__init__(max_stages=len(spec['stage_out_ch']), num_stages=num_stages,
                          out_indices=out_indices, frozen_stages=frozen_stages, norm_eval=norm_eval,
                          with_cp=with_cp, channels_last=channels_last, plugins=plugins,
