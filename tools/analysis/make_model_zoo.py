@@ -87,9 +87,11 @@ def load_benchmarks(bench_dir: str) -> Dict[Tuple[str, str], List[dict]]:
         for row in data.get('rows', []):
             if row.get('mode') != 'eval':
                 continue
-            rows.setdefault((row['backbone'], _norm(row['arch'])), []).append(dict(
-                row, peer=data.get('peer', 'peer'), where=data.get('where', ''),
-                file=osp.relpath(path, REPO)))
+            arch, _, against = row['arch'].partition(':')  # 'xtiny:resnet18': vs mmdet ResNet-18
+            peer = (f'mmdet {against}' if against
+                    else data.get('peer', 'peer').split(', or ')[0])
+            rows.setdefault((row['backbone'], _norm(arch)), []).append(dict(
+                row, peer=peer, where=data.get('where', ''), file=osp.relpath(path, REPO)))
     return rows
 
 
