@@ -301,8 +301,7 @@ def main(argv: List[str] = None) -> None:
     layout = 'its default layout' if args.layout == 'default' else 'channels_last=False'
     where = (torch.cuda.get_device_name() if args.device == 'cuda' else f'{args.threads} threads')
     print(f'torch {torch.__version__}, {where}, {args.amp or "fp32"}, {args.rounds} alternating '
-          f'rounds, '
-          f'ours with {layout}; ratio = ours / {peer_name} (median of per-round ratios)\n')
+          f'rounds, ours with {layout}; ratio = ours / {peer_name} (median of per-round ratios)\n')
     print('| arch | input | mode | ours ms | peer ms | ratio |')
     print('|---|---|---|---|---|---|')
     rows = []
@@ -315,13 +314,11 @@ def main(argv: List[str] = None) -> None:
                 if mode == 'eval':
                     ours.eval(), peer.eval()
                     t = time_pair(_eval_step(ours, x, amp), _eval_step(peer, x, amp),
-                                  rounds=args.rounds,
-                                  warmup=args.warmup)
+                                  rounds=args.rounds, warmup=args.warmup)
                 else:
                     ours.train(), peer.train()
                     t = time_pair(_train_step(ours, x, amp), _train_step(peer, x, amp),
-                                  rounds=args.rounds,
-                                  warmup=args.warmup)
+                                  rounds=args.rounds, warmup=args.warmup)
                 print(f'| {arch} | {"x".join(map(str, shape))} | {mode} | {t.ours_ms:.1f} | '
                       f'{t.peer_ms:.1f} | {t.ratio:.3f} |', flush=True)
                 rows.append(dict(backbone=type(ours).__name__, arch=arch, input=list(shape),

@@ -373,7 +373,11 @@ class BaseBackbone(BaseModule):
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         try:
-            return self.forward_stages(x)
+            if self.channels_last:
+                outs = self.forward_stages(x.contiguous(memory_format=torch.channels_last))
+                # necks and heads (mmcv's RoIAlign, .view calls) expect NCHW
+                return tuple(o.contiguous() for o in outs)
+            return tuple(self.forward_stages(x))
         except (RuntimeError, ValueError) as exc:
             explained = self._explain_forward_error(x, exc)
             if explained is None:
@@ -403,9 +407,10 @@ class BaseBackbone(BaseModule):
         return None
 
     def forward_stages(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        """The stem and the stages up to the last of ``out_indices``; their selected outputs."""
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        """The stem and the stages up to the last of ``out_indices``; their selected outputs.
+
+        ``forward`` owns the memory layout: ``x`` arrives channels-last when ``channels_last``
+        is set, and the outputs are made NCHW-contiguous there."""
         modules = self._pipeline()
         offset = len(modules) - len(self.stages)
         constant = self._num_constant_leading(modules, x)
@@ -419,8 +424,6 @@ class BaseBackbone(BaseModule):
                 x = module(x)
             if idx - offset in self.out_indices:
                 outs.append(x)
-        if self.channels_last:  # necks and heads (mmcv's RoIAlign, .view calls) expect NCHW
-            return tuple(o.contiguous() for o in outs)
         return tuple(outs)
 
     # ------------------------------------------------------------------ pretrained weights

@@ -422,13 +422,9 @@ class TimmBackbone(BaseBackbone):
 
     # ------------------------------------------------------------------ forward
     def forward_stages(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
         outs = self.timm_model(x)
         if self._picks is not None:
             outs = [outs[i] for i in self._picks]
-        if self.channels_last:  # necks and heads expect NCHW
-            return tuple(o.contiguous() for o in outs)
         return tuple(outs)
 
     # ------------------------------------------------------------------ weights
