@@ -1,3 +1,3 @@
-from .timing import PairTiming, time_pair
+from .timing import PairTiming, median_interval, time_pair
 
-__all__ = ['PairTiming', 'time_pair']
+__all__ = ['PairTiming', 'median_interval', 'time_pair']

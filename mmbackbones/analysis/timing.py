@@ -2,12 +2,14 @@
 
 Both run in one process, on the same input and thread count, alternating which goes first in
 each round, so drift and background load hit both alike. We report medians and the median of
-the per-round ratios, which is the number to quote.
+the per-round ratios, which is the number to quote, with a bootstrap interval for that median:
+an interval that straddles 1.0 means the two are not told apart on this machine.
 """
+import random
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Callable, List
+from typing import Callable, List, Sequence, Tuple
 
 
 @dataclass
@@ -16,6 +18,20 @@ class PairTiming:
     peer_ms: float
     ratio: float  # median over rounds of ours / peer
     rounds: int
+    ratio_low: float = float('nan')  # 90% bootstrap interval of that median
+    ratio_high: float = float('nan')
+
+
+def median_interval(values: Sequence[float], *, level: float = 0.9, resamples: int = 2000,
+                    seed: int = 0) -> Tuple[float, float]:
+    """Percentile-bootstrap interval of the median of ``values`` (deterministic: fixed seed)."""
+    if len(values) < 2:
+        return float('nan'), float('nan')
+    rng = random.Random(seed)
+    medians = sorted(statistics.median(rng.choices(values, k=len(values)))
+                     for _ in range(resamples))
+    tail = (1.0 - level) / 2
+    return medians[int(tail * (resamples - 1))], medians[int((1.0 - tail) * (resamples - 1))]
 
 
 def time_pair(ours: Callable[[], object], peer: Callable[[], object], *, rounds: int = 20,
@@ -32,5 +48,6 @@ def time_pair(ours: Callable[[], object], peer: Callable[[], object], *, rounds:
             fn()
             sink.append(time.perf_counter() - start)
     ratios = [a / b for a, b in zip(ours_t, peer_t)]
+    low, high = median_interval(ratios)
     return PairTiming(statistics.median(ours_t) * 1e3, statistics.median(peer_t) * 1e3,
-                      statistics.median(ratios), rounds)
+                      statistics.median(ratios), rounds, low, high)

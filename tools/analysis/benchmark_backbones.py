@@ -81,7 +81,7 @@ class _ListOutputs(nn.Module):
         return list(self.model(x).values())
 
 
-def _yolov8_cases(layout: Dict[str, bool]
+def _yolov8_cases(layout: Dict[str, bool], fuse_peer: bool = False
                   ) -> Dict[str, Callable[[], Tuple[nn.Module, nn.Module]]]:
     from ultralytics.nn.tasks import DetectionModel
 
@@ -94,10 +94,18 @@ def _yolov8_cases(layout: Dict[str, bool]
             ours = YOLOv8CSPDarknet(arch=scale, **layout)
             ours.load_state_dict(
                 convert_ultralytics_yolov8(detector.state_dict()).check('ultralytics').state_dict)
+            if fuse_peer:  # what ultralytics' predictor runs: conv + BN folded by fuse()
+                detector.fuse(verbose=False)
             return ours, _UltralyticsBackbone(detector)
         return build
 
     return {scale: make(scale) for scale in 'nsmlx'}
+
+
+def _yolov8_fused_cases(layout: Dict[str, bool]
+                        ) -> Dict[str, Callable[[], Tuple[nn.Module, nn.Module]]]:
+    """YOLOv8 vs ultralytics after its own ``fuse()`` (inference only: ``--modes eval``)."""
+    return _yolov8_cases(layout, fuse_peer=True)
 
 
 class _UltralyticsBackbone(nn.Module):
@@ -240,6 +248,7 @@ def _moganet_cases(layout: Dict[str, bool]
 FAMILIES = {'vovnet': (_vovnet_cases, 'timm'), 'shufflenetv2': (_shufflenetv2_cases, 'torchvision'),
             'moganet': (_moganet_cases, 'mmdet ResNet of similar FLOPs'),
             'yolov8': (_yolov8_cases, 'ultralytics'),
+            'yolov8-fused': (_yolov8_fused_cases, 'ultralytics after fuse()'),
             'timm': (_timm_cases, 'timm features_only'),
             'presnet': (_presnet_cases, 'timm'), 'hgnetv2': (_hgnetv2_cases, 'timm'),
             'vanillanet': (_vanillanet_cases, 'train form (eval), or mmdet ResNet after ":"')}
@@ -275,7 +284,7 @@ def main(argv: List[str] = None) -> None:
     parser.add_argument('--shape', nargs=4, type=int, action='append',
                         help='input N C H W (repeatable; default 1 3 512 512 and 2 3 512 512)')
     parser.add_argument('--threads', type=int, default=2)
-    parser.add_argument('--rounds', type=int, default=10)
+    parser.add_argument('--rounds', type=int, default=20)
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--modes', nargs='+', choices=['eval', 'train'], default=['eval', 'train'])
     parser.add_argument('--layout', choices=['default', 'contiguous'], default='default',
@@ -301,9 +310,10 @@ def main(argv: List[str] = None) -> None:
     layout = 'its default layout' if args.layout == 'default' else 'channels_last=False'
     where = (torch.cuda.get_device_name() if args.device == 'cuda' else f'{args.threads} threads')
     print(f'torch {torch.__version__}, {where}, {args.amp or "fp32"}, {args.rounds} alternating '
-          f'rounds, ours with {layout}; ratio = ours / {peer_name} (median of per-round ratios)\n')
-    print('| arch | input | mode | ours ms | peer ms | ratio |')
-    print('|---|---|---|---|---|---|')
+          f'rounds, ours with {layout}; ratio = ours / {peer_name} (median of per-round ratios, '
+          f'with a 90% bootstrap interval)\n')
+    print('| arch | input | mode | ours ms | peer ms | ratio | 90% interval |')
+    print('|---|---|---|---|---|---|---|')
     rows = []
     for arch, build in cases.items():
         ours, peer = build()
@@ -320,9 +330,11 @@ def main(argv: List[str] = None) -> None:
                     t = time_pair(_train_step(ours, x, amp), _train_step(peer, x, amp),
                                   rounds=args.rounds, warmup=args.warmup)
                 print(f'| {arch} | {"x".join(map(str, shape))} | {mode} | {t.ours_ms:.1f} | '
-                      f'{t.peer_ms:.1f} | {t.ratio:.3f} |', flush=True)
+                      f'{t.peer_ms:.1f} | {t.ratio:.3f} | {t.ratio_low:.3f}-{t.ratio_high:.3f} |',
+                      flush=True)
                 rows.append(dict(backbone=type(ours).__name__, arch=arch, input=list(shape),
-                                 mode=mode, ours_ms=t.ours_ms, peer_ms=t.peer_ms, ratio=t.ratio))
+                                 mode=mode, ours_ms=t.ours_ms, peer_ms=t.peer_ms, ratio=t.ratio,
+                                 ratio_low=t.ratio_low, ratio_high=t.ratio_high))
     if args.json:
         _write_json(args.json, dict(
             family=args.family, peer=peer_name, torch=torch.__version__, device=args.device,
