@@ -41,3 +41,22 @@ def max_abs_diff(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> float:
 
 def num_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def assert_parity(model: nn.Module, x: torch.Tensor, expected: Sequence[torch.Tensor],
+                  atol: float = 1e-5, rtol: float = 1e-5) -> float:
+    """``model(x)`` equals ``expected`` (run it under ``torch.no_grad``).
+
+    The exact conv -> BN -> act path (BN folding off) must be within ``atol``: that checks the
+    architecture. The default path, which folds eval-mode BN into the convs, may add float32
+    rounding relative to the activations: within ``atol + rtol * max|expected|``.
+    Returns the exact path's max abs diff.
+    """
+    from mmbackbones.models.layers import bn_folding
+    with bn_folding(False):
+        exact = max_abs_diff(model(x), expected)
+    assert exact < atol, f'exact path: max abs diff {exact:.3g} >= {atol:g}'
+    folded = max_abs_diff(model(x), expected)
+    bound = atol + rtol * max(e.abs().max().item() for e in expected)
+    assert folded < bound, f'folded path: max abs diff {folded:.3g} >= {bound:.3g}'
+    return exact

@@ -9,7 +9,7 @@ import torchvision
 
 from mmbackbones.converters import ConversionError, convert_mmpretrain_shufflenetv2
 from mmbackbones.models import ShuffleNetV2
-from tests.numerics import max_abs_diff, randomize
+from tests.numerics import assert_parity, randomize
 from tests.paths import REPO
 
 # torchvision -> mmpretrain names (architectures.md section 4, read off both codebases):
@@ -54,7 +54,7 @@ def test_mmpretrain_checkpoint_parity_with_torchvision(widen_factor, name):
     model.load_state_dict(result.state_dict, strict=True)
     x = torch.randn(1, 3, 97, 131, generator=torch.Generator().manual_seed(9))
     with torch.no_grad():
-        assert max_abs_diff(model(x), torchvision_features(ref, x)) < 1e-5
+        assert_parity(model, x, torchvision_features(ref, x))
 
 
 def test_mmpretrain_checkpoint_via_cli(tmp_path):

@@ -15,7 +15,7 @@ from mmbackbones.converters import (ConversionError, convert_mmyolo_yolov8,
                                     convert_ultralytics_yolov8, load_ultralytics_checkpoint)
 from mmbackbones.converters.ultralytics_yolov8 import yolov8_factory
 from mmbackbones.models import YOLOv8CSPDarknet
-from tests.numerics import max_abs_diff, randomize
+from tests.numerics import assert_parity, randomize
 from tests.paths import REPO
 
 X = torch.randn(1, 3, 67, 93, generator=torch.Generator().manual_seed(7))
@@ -81,7 +81,7 @@ def test_released_pt_converts_with_parity_via_cli(detector, ultralytics_files, t
     model.load_state_dict(ckpt['state_dict'], strict=True)
     reference = copy.deepcopy(detector).half().float().eval()  # the weights the file holds
     with torch.no_grad():
-        assert max_abs_diff(model(X), p3_p4_p5(reference, X)) < 1e-5
+        assert_parity(model, X, p3_p4_p5(reference, X))
 
 
 def test_plain_state_dict_is_accepted(detector, tmp_path):
@@ -93,7 +93,7 @@ def test_plain_state_dict_is_accepted(detector, tmp_path):
     assert cfg == dict(type='YOLOv8CSPDarknet', arch='n', stem_type='conv')
     model.load_state_dict(result.state_dict, strict=True)
     with torch.no_grad():
-        assert max_abs_diff(model.eval()(X), p3_p4_p5(detector, X)) < 1e-5
+        assert_parity(model.eval(), X, p3_p4_p5(detector, X))
 
 
 class _RunsCode:
@@ -186,7 +186,7 @@ def test_mmyolo_checkpoint_via_cli(tmp_path):
     model = YOLOv8CSPDarknet(arch='s').eval()
     model.load_state_dict(torch.load(dst, weights_only=True)['state_dict'], strict=True)
     with torch.no_grad():
-        assert max_abs_diff(model(X), p3_p4_p5(detector, X)) < 1e-5
+        assert_parity(model, X, p3_p4_p5(detector, X))
 
     # a bare backbone state dict (mmyolo's YOLOv8CSPDarknet alone) converts the same way
     bare = {k[len('backbone.'):]: v for k, v in mmyolo_state.items() if k.startswith('backbone.')}

@@ -26,11 +26,14 @@ import mmbackbones  # noqa: E402,F401  (registers the backbones)
 
 def _analyze(model: nn.Module, inputs: tuple, show_unsupported: bool = False) -> Dict:
     from mmengine.analysis import FlopAnalyzer
+
+    from mmbackbones.models.layers import bn_folding
     analyzer = FlopAnalyzer(model, inputs)
     analyzer.unsupported_ops_warnings(show_unsupported)
     analyzer.uncalled_modules_warnings(False)
-    return dict(flops=int(analyzer.total()), by_operator=dict(analyzer.by_operator()),
-                params=sum(p.numel() for p in model.parameters()))
+    with bn_folding(False):  # the architecture as written: conv, BN and activation ops
+        return dict(flops=int(analyzer.total()), by_operator=dict(analyzer.by_operator()),
+                    params=sum(p.numel() for p in model.parameters()))
 
 
 def backbone_complexity(backbone: str, arch: Optional[str] = None,

@@ -26,6 +26,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmbackbones.converters.core import extract_state_dict
+from mmbackbones.models.layers.conv_module import ConvModule as FoldingConvModule
 
 ArchSpec = Dict[str, Any]
 
@@ -80,6 +81,24 @@ def scratch_init_cfg(init_cfg: Optional[Union[dict, List[dict]]], pretrained: Op
     return init_cfg
 
 
+class _ToNCHW(torch.autograd.Function):
+    """``x.contiguous()`` for a channels-last output, whose gradient goes back channels-last.
+
+    Plain ``.contiguous()`` would send the NCHW gradient a neck or loss produces straight into
+    the last stage's backward, where every BN / activation backward then mixes an NCHW
+    gradient with channels-last saved tensors (slow strided loops) and each conv copies it
+    back. Converting once here keeps the whole backward pass in one layout.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad.contiguous(memory_format=torch.channels_last)
+
+
 class BaseBackbone(BaseModule):
     """Base class that implements mmdet's ResNet conventions for every backbone.
 
@@ -112,6 +131,9 @@ class BaseBackbone(BaseModule):
             results (to float rounding); on CPU (oneDNN) it is 5-30% faster, see
             docs/benchmarks.md. The input is converted in ``forward``; the returned feature maps
             are plain NCHW-contiguous tensors, so necks, heads and mmcv ops see nothing new.
+        fuse_bn_eval (bool): Fold BatchNorm into the preceding conv (and run ReLU / SiLU inside
+            oneDNN's convolution on the CPU) in eval mode with gradients off; see
+            :class:`mmbackbones.models.layers.ConvModule`. Same results to float rounding.
         plugins (list[dict], optional): mmdet plugins,
             ``dict(cfg=dict(type=...), stages=(bool,) * num_stages, position=...)``.
         pretrained (str, optional): Deprecated, use ``init_cfg``.
@@ -129,7 +151,8 @@ class BaseBackbone(BaseModule):
 
     def __init__(self, *, max_stages: int, num_stages: int, out_indices: Sequence[int],
                  frozen_stages: int = -1, norm_eval: bool = True, with_cp: bool = False,
-                 channels_last: bool = False, plugins: Optional[List[dict]] = None,
+                 channels_last: bool = False, fuse_bn_eval: bool = True,
+                 plugins: Optional[List[dict]] = None,
                  pretrained: Optional[str] = None,
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
         name = type(self).__name__
@@ -150,6 +173,7 @@ class BaseBackbone(BaseModule):
         self.norm_eval = bool(norm_eval)
         self.with_cp = bool(with_cp)
         self.channels_last = bool(channels_last)
+        self.fuse_bn_eval = bool(fuse_bn_eval)
         self.plugins = self._check_plugins(plugins, self.num_stages)
         self.stem: Optional[nn.Module] = None
         self.stages = nn.ModuleList()
@@ -296,6 +320,9 @@ class BaseBackbone(BaseModule):
                                f'num_stages={self.num_stages}.')
         if self.channels_last:
             self.to(memory_format=torch.channels_last)
+        for module in self.modules():
+            if isinstance(module, FoldingConvModule):
+                module.fuse_bn_eval = self.fuse_bn_eval
         # What set_frozen_stages() gives back to an unfrozen stage (norm_cfg may freeze affines).
         self._trainable_at_build = {n for n, p in self.named_parameters() if p.requires_grad}
         self._freeze_stages()
@@ -376,7 +403,9 @@ class BaseBackbone(BaseModule):
             if self.channels_last:
                 outs = self.forward_stages(x.contiguous(memory_format=torch.channels_last))
                 # necks and heads (mmcv's RoIAlign, .view calls) expect NCHW
-                return tuple(o.contiguous() for o in outs)
+                to_nchw = _ToNCHW.apply if torch.is_grad_enabled() and not (
+                    torch.jit.is_tracing() or torch.jit.is_scripting()) else torch.Tensor.contiguous
+                return tuple(to_nchw(o) for o in outs)
             return tuple(self.forward_stages(x))
         except (RuntimeError, ValueError) as exc:
             explained = self._explain_forward_error(x, exc)

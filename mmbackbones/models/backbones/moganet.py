@@ -4,12 +4,13 @@ import warnings
 from typing import Dict, List, Optional, Sequence, Union
 
 import torch
-from mmcv.cnn import ConvModule, build_norm_layer
+from mmcv.cnn import build_norm_layer
 from mmdet.registry import MODELS
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..layers import MogaBlock, PluginSequence
+from ..layers.conv_module import ConvModule
 from .base import ArchSpec, BaseBackbone, check_norm_cfg
 
 #: The official ``MogaNet.arch_zoo``.
@@ -132,6 +133,9 @@ class MogaNet(BaseBackbone):
         with_cp (bool): Checkpoint each block's activations. Default: False.
         channels_last (bool): Run in channels-last memory layout: same results, as fast in
             eval and faster in training on CPU than NCHW; returned maps are NCHW. Default: True.
+        fuse_bn_eval (bool): In eval mode with gradients off, run each conv + BatchNorm (+ ReLU /
+            SiLU) as one convolution with the BN folded in (cached, rebuilt when a weight
+            changes); parameters and state dict are unchanged. Default: True.
         pretrained (str, optional): Deprecated; use ``init_cfg``.
         init_cfg (dict | list[dict], optional): Init config. Without one the official
             from-scratch init is used (:func:`init_like_official`).
@@ -164,7 +168,7 @@ class MogaNet(BaseBackbone):
                  norm_cfg: dict = dict(type='BN', requires_grad=True),
                  out_norm_cfg: Optional[dict] = None, norm_eval: bool = False,
                  plugins: Optional[List[dict]] = None, with_cp: bool = False,
-                 channels_last: bool = True, pretrained: Optional[str] = None,
+                 channels_last: bool = True, fuse_bn_eval: bool = True, pretrained: Optional[str] = None,
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
         if isinstance(arch, str):
             arch = ARCH_ALIASES.get(arch.lower(), arch.lower())
@@ -182,7 +186,7 @@ class MogaNet(BaseBackbone):
                              f'{tuple(attn_channel_split)}).')
         super().__init__(max_stages=len(spec['depths']), num_stages=num_stages,
                          out_indices=out_indices, frozen_stages=frozen_stages, norm_eval=norm_eval,
-                         with_cp=with_cp, channels_last=channels_last, plugins=plugins,
+                         with_cp=with_cp, channels_last=channels_last, fuse_bn_eval=fuse_bn_eval, plugins=plugins,
                          pretrained=pretrained, init_cfg=init_cfg)
         self.arch = spec
         self.attn_force_fp32 = attn_force_fp32

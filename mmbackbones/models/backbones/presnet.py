@@ -3,12 +3,13 @@ import re
 from typing import Dict, List, Optional, Sequence, Union
 
 import torch
-from mmcv.cnn import ConvModule, build_activation_layer
+from mmcv.cnn import build_activation_layer
 from mmdet.registry import MODELS
 from torch import nn
 
 from ..layers import (PluginSequence, apply_plugins, check_freeze_norm, freeze_batch_norm,
                       maybe_checkpoint)
+from ..layers.conv_module import ConvModule
 from .base import ArchSpec, BaseBackbone, check_norm_cfg, scratch_init_cfg
 
 #: RT-DETR's ``ResNet_cfg``: BasicBlock below depth 50, Bottleneck (expansion 4) from 50 on.
@@ -147,6 +148,9 @@ class PResNet(BaseBackbone):
         with_cp (bool): Checkpoint each block's activations. Default: False.
         channels_last (bool): Run in channels-last memory layout (returned maps are NCHW): same
             results, faster on CPU. Default: True.
+        fuse_bn_eval (bool): In eval mode with gradients off, run each conv + BatchNorm (+ ReLU /
+            SiLU) as one convolution with the BN folded in (cached, rebuilt when a weight
+            changes); parameters and state dict are unchanged. Default: True.
         pretrained (str, optional): Deprecated; use ``init_cfg``.
         init_cfg (dict | list[dict], optional): Init config. Default: Kaiming for convs,
             constant 1 for norms.
@@ -177,7 +181,7 @@ class PResNet(BaseBackbone):
                  norm_cfg: dict = dict(type='BN', requires_grad=True),
                  act_cfg: dict = dict(type='ReLU', inplace=True), norm_eval: bool = True,
                  plugins: Optional[List[dict]] = None, with_cp: bool = False,
-                 channels_last: bool = True, pretrained: Optional[str] = None,
+                 channels_last: bool = True, fuse_bn_eval: bool = True, pretrained: Optional[str] = None,
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
         spec = self.resolve_arch(arch, depth)
         check_norm_cfg('PResNet', norm_cfg)
@@ -185,7 +189,7 @@ class PResNet(BaseBackbone):
         init_cfg = scratch_init_cfg(init_cfg, pretrained)
         super().__init__(max_stages=len(spec['stage_blocks']), num_stages=num_stages,
                          out_indices=out_indices, frozen_stages=frozen_stages, norm_eval=norm_eval,
-                         with_cp=with_cp, channels_last=channels_last, plugins=plugins,
+                         with_cp=with_cp, channels_last=channels_last, fuse_bn_eval=fuse_bn_eval, plugins=plugins,
                          pretrained=pretrained, init_cfg=init_cfg)
         self.arch = spec
         self.freeze_norm = freeze_norm

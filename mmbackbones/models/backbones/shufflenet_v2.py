@@ -1,7 +1,7 @@
 """ShuffleNetV2 backbone (torchvision's channels)."""
 from typing import List, Optional, Sequence, Union
 
-from mmcv.cnn import ConvModule
+from ..layers.conv_module import ConvModule
 from mmdet.registry import MODELS
 from torch import nn
 
@@ -49,6 +49,9 @@ class ShuffleNetV2(BaseBackbone):
         with_cp (bool): Checkpoint each unit. Default: False.
         channels_last (bool): Run channels-last inside (outputs stay NCHW): same results,
             faster on CPU (docs/benchmarks.md). Default: True.
+        fuse_bn_eval (bool): In eval mode with gradients off, run each conv + BatchNorm (+ ReLU /
+            SiLU) as one convolution with the BN folded in (cached, rebuilt when a weight
+            changes); parameters and state dict are unchanged. Default: True.
         init_cfg (dict | list[dict], optional): Init config.
 
     Example:
@@ -73,7 +76,7 @@ class ShuffleNetV2(BaseBackbone):
                  conv_cfg: Optional[dict] = None, norm_cfg: dict = dict(type='BN'),
                  act_cfg: dict = dict(type='ReLU'), norm_eval: bool = False,
                  plugins: Optional[List[dict]] = None, with_cp: bool = False,
-                 channels_last: bool = True, pretrained: Optional[str] = None,
+                 channels_last: bool = True, fuse_bn_eval: bool = True, pretrained: Optional[str] = None,
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
         if arch is None:
             if widen_factor not in WIDEN_FACTORS:
@@ -84,7 +87,7 @@ class ShuffleNetV2(BaseBackbone):
         check_norm_cfg('ShuffleNetV2', norm_cfg)
         super().__init__(max_stages=4, num_stages=num_stages, out_indices=out_indices,
                          frozen_stages=frozen_stages, norm_eval=norm_eval, with_cp=with_cp,
-                         channels_last=channels_last, plugins=plugins, pretrained=pretrained,
+                         channels_last=channels_last, fuse_bn_eval=fuse_bn_eval, plugins=plugins, pretrained=pretrained,
                          init_cfg=init_cfg)
         self.arch = spec
         kw = dict(conv_cfg=conv_cfg, norm_cfg=norm_cfg, act_cfg=act_cfg)

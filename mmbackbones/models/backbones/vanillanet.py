@@ -3,7 +3,7 @@ import warnings
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
-from mmcv.cnn import ConvModule
+from ..layers.conv_module import ConvModule
 from mmdet.registry import MODELS
 from torch import nn
 
@@ -191,6 +191,9 @@ class VanillaNet(BaseBackbone):
         with_cp (bool): Checkpoint each block's activations. Default: False.
         channels_last (bool): Run in channels-last memory layout (outputs stay NCHW): same
             results, faster on CPU. Default: True.
+        fuse_bn_eval (bool): In eval mode with gradients off, run each conv + BatchNorm (+ ReLU /
+            SiLU) as one convolution with the BN folded in (cached, rebuilt when a weight
+            changes); parameters and state dict are unchanged. Default: True.
         pretrained (str, optional): Deprecated; use ``init_cfg``.
         init_cfg (dict | list[dict], optional): Init config. Default: truncated normal
             (std 0.02, bias 0) for convs, as the official code; constant 1 for norms.
@@ -224,7 +227,7 @@ class VanillaNet(BaseBackbone):
                  frozen_stages: int = -1,
                  norm_cfg: dict = dict(type='BN', eps=1e-6, requires_grad=True),
                  norm_eval: bool = False, plugins: Optional[List[dict]] = None,
-                 with_cp: bool = False, channels_last: bool = True,
+                 with_cp: bool = False, channels_last: bool = True, fuse_bn_eval: bool = True,
                  pretrained: Optional[str] = None,
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
         spec = self.resolve_arch(arch)
@@ -240,7 +243,7 @@ class VanillaNet(BaseBackbone):
                         dict(type='Constant', val=1, layer=['_BatchNorm', 'GroupNorm'])]
         super().__init__(max_stages=max_stages, num_stages=num_stages, out_indices=out_indices,
                          frozen_stages=frozen_stages, norm_eval=norm_eval, with_cp=with_cp,
-                         channels_last=channels_last, plugins=plugins, pretrained=pretrained,
+                         channels_last=channels_last, fuse_bn_eval=fuse_bn_eval, plugins=plugins, pretrained=pretrained,
                          init_cfg=init_cfg)
         self.arch = spec
         self._deploy = bool(deploy)

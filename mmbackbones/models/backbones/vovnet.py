@@ -92,6 +92,9 @@ class VoVNet(BaseBackbone):
         with_cp (bool): Checkpoint each OSA module's activations. Default: False.
         channels_last (bool): Run in channels-last memory layout: same results, 5-35% faster
             on CPU than NCHW (see docs/benchmarks.md); returned maps are NCHW. Default: True.
+        fuse_bn_eval (bool): In eval mode with gradients off, run each conv + BatchNorm (+ ReLU /
+            SiLU) as one convolution with the BN folded in (cached, rebuilt when a weight
+            changes); parameters and state dict are unchanged. Default: True.
         pretrained (str, optional): Deprecated; use ``init_cfg``.
         init_cfg (dict | list[dict], optional): Init config. Default: Kaiming for convs, constant
             1 for norms.
@@ -125,7 +128,7 @@ class VoVNet(BaseBackbone):
                  norm_cfg: dict = dict(type='BN', requires_grad=True),
                  act_cfg: dict = dict(type='ReLU', inplace=True), norm_eval: bool = True,
                  plugins: Optional[List[dict]] = None, with_cp: bool = False,
-                 channels_last: bool = True, pretrained: Optional[str] = None,
+                 channels_last: bool = True, fuse_bn_eval: bool = True, pretrained: Optional[str] = None,
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
         spec = self.resolve_arch(arch, depth)
         if ese_layout not in ESE_LAYOUTS:
@@ -135,7 +138,7 @@ class VoVNet(BaseBackbone):
         init_cfg = scratch_init_cfg(init_cfg, pretrained)
         super().__init__(max_stages=len(spec['stage_out_ch']), num_stages=num_stages,
                          out_indices=out_indices, frozen_stages=frozen_stages, norm_eval=norm_eval,
-                         with_cp=with_cp, channels_last=channels_last, plugins=plugins,
+                         with_cp=with_cp, channels_last=channels_last, fuse_bn_eval=fuse_bn_eval, plugins=plugins,
                          pretrained=pretrained, init_cfg=init_cfg)
         self.arch = spec
         self.ese_layout = ese_layout

@@ -2,7 +2,7 @@
 import math
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
-from mmcv.cnn import ConvModule
+from ..layers.conv_module import ConvModule
 from mmdet.registry import MODELS
 from torch import nn
 
@@ -100,6 +100,9 @@ class YOLOv8CSPDarknet(BaseBackbone):
         channels_last (bool): Run channels-last inside (outputs stay NCHW): same results to
             float rounding, 5-10% faster on CPU (oneDNN) for this family in eval and train
             steps; see docs/benchmarks.md. Default: True.
+        fuse_bn_eval (bool): In eval mode with gradients off, run each conv + BatchNorm (+ ReLU /
+            SiLU) as one convolution with the BN folded in (cached, rebuilt when a weight
+            changes); parameters and state dict are unchanged. Default: True.
         pretrained (str, optional): Deprecated, use ``init_cfg``.
         init_cfg (dict | list[dict], optional): Init config.
 
@@ -127,7 +130,7 @@ class YOLOv8CSPDarknet(BaseBackbone):
                  norm_cfg: dict = dict(type='BN', momentum=0.03, eps=0.001),
                  act_cfg: dict = dict(type='SiLU', inplace=False), norm_eval: bool = False,
                  plugins: Optional[List[dict]] = None, with_cp: bool = False,
-                 channels_last: bool = True, pretrained: Optional[str] = None,
+                 channels_last: bool = True, fuse_bn_eval: bool = True, pretrained: Optional[str] = None,
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
         spec = self.resolve_arch(arch)
         if stem_type not in STEM_TYPES:
@@ -136,7 +139,7 @@ class YOLOv8CSPDarknet(BaseBackbone):
         check_norm_cfg('YOLOv8CSPDarknet', norm_cfg)
         super().__init__(max_stages=4, num_stages=num_stages, out_indices=out_indices,
                          frozen_stages=frozen_stages, norm_eval=norm_eval, with_cp=with_cp,
-                         channels_last=channels_last, plugins=plugins, pretrained=pretrained,
+                         channels_last=channels_last, fuse_bn_eval=fuse_bn_eval, plugins=plugins, pretrained=pretrained,
                          init_cfg=init_cfg)
         self.arch = spec
         self.stem_type = stem_type

@@ -11,11 +11,15 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from .frozen_batch_norm import FrozenBatchNorm2d
+
 WeightAndBias = Tuple[torch.Tensor, torch.Tensor]
 
 
-def _is_batch_norm(norm: nn.Module) -> bool:
-    if isinstance(norm, _BatchNorm):
+def is_batch_norm(norm: nn.Module) -> bool:
+    """Whether ``norm`` normalises with per-channel running statistics (BatchNorm, SyncBN,
+    mmcv's MMSyncBN, FrozenBatchNorm2d), i.e. folds into a conv in eval mode."""
+    if isinstance(norm, (_BatchNorm, FrozenBatchNorm2d)):
         return True
     try:  # mmcv's own SyncBN ('MMSyncBN') is not a _BatchNorm subclass.
         from mmcv.ops import SyncBatchNorm as MMCVSyncBatchNorm
@@ -37,7 +41,7 @@ def fuse_conv_bn(weight: torch.Tensor, bias: Optional[torch.Tensor],
     Returns:
         tuple[Tensor, Tensor]: The fused weight and bias.
     """
-    if not _is_batch_norm(norm):
+    if not is_batch_norm(norm):
         raise TypeError(f'fuse_conv_bn: only BatchNorm layers (running statistics) can be folded '
                         f'into a conv; got {type(norm).__name__}. Use norm_cfg=dict(type="BN") '
                         f'(or SyncBN) for a model that is meant to be re-parameterised.')
@@ -88,4 +92,4 @@ def conv_from_weights(weight: torch.Tensor, bias: torch.Tensor, like: nn.Conv2d)
     return conv
 
 
-__all__ = ['fuse_conv_bn', 'merge_conv_then_pointwise', 'conv_from_weights']
+__all__ = ['is_batch_norm', 'fuse_conv_bn', 'merge_conv_then_pointwise', 'conv_from_weights']

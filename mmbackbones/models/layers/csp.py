@@ -8,10 +8,11 @@ from typing import List, Optional
 
 import torch
 import torch.nn.functional as F
-from mmcv.cnn import ConvModule, DepthwiseSeparableConvModule
+from mmcv.cnn import DepthwiseSeparableConvModule
 from torch import nn
 
 from .activation_checkpoint import maybe_checkpoint
+from .conv_module import ConvModule
 from .plugin import PluginSequence, apply_plugins
 
 

@@ -2,7 +2,7 @@
 from typing import Dict, List, Optional
 
 import torch
-from mmcv.cnn import ConvModule
+from .conv_module import ConvModule
 from torch import nn
 
 from .activation_checkpoint import maybe_checkpoint

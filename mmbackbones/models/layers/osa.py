@@ -2,10 +2,11 @@
 from typing import Dict, List, Optional
 
 import torch
-from mmcv.cnn import ConvModule, DepthwiseSeparableConvModule
+from mmcv.cnn import DepthwiseSeparableConvModule
 from torch import nn
 
 from .activation_checkpoint import maybe_checkpoint
+from .conv_module import ConvModule
 from .plugin import PluginSequence, apply_plugins
 from .squeeze_excite import EffectiveSE
 

@@ -14,6 +14,7 @@ from mmengine.registry import init_default_scope
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmbackbones.models import get_feature_info
+from mmbackbones.models.layers import bn_folding
 
 init_default_scope('mmdet')
 
@@ -173,14 +174,18 @@ def test_frozen_stages_record_no_autograd_graph(cfg):
 
 
 def test_frozen_gradients_equal_unfrozen_computation(cfg):
-    """Trainable-part gradients with frozen stages equal those of the fully recorded graph."""
+    """Trainable-part gradients with frozen stages equal those of the fully recorded graph.
+
+    BN folding is off: frozen stages run in eval mode without grad, where their convs would
+    otherwise fold BN (tests/models/test_conv_module.py covers that path)."""
     frozen = build(cfg, frozen_stages=1).train()
     reference = build(cfg, frozen_stages=-1).train()
     reference.load_state_dict(frozen.state_dict())
     for name, module in reference.named_modules():  # same BN modes as the frozen model
         module.train(dict(frozen.named_modules())[name].training)
-    sum(o.sum() for o in frozen(image())).backward()
-    sum(o.sum() for o in reference(image())).backward()
+    with bn_folding(False):
+        sum(o.sum() for o in frozen(image())).backward()
+        sum(o.sum() for o in reference(image())).backward()
     ref_params = dict(reference.named_parameters())
     checked = 0
     for name, param in frozen.named_parameters():
@@ -353,6 +358,19 @@ def test_deprecated_pretrained_argument(cfg, tmp_path):
         build(cfg, pretrained='x.pth', init_cfg=dict(type='Pretrained', checkpoint='x.pth'))
     with pytest.raises(TypeError, match='pretrained must be a checkpoint path'):
         build(cfg, pretrained=3)
+
+
+def test_channels_last_backward_stays_channels_last(cfg):
+    """The NCHW gradient a neck or loss sends back is converted once, at the output: the last
+    stage's backward sees a channels-last gradient, not a mix of layouts."""
+    model = build(cfg, norm_eval=False, channels_last=True).train()
+    outs = model(image())
+    assert all(o.is_contiguous() for o in outs)
+    grads = []  # what the output's grad_fn passes on to the last stage's backward
+    outs[-1].grad_fn.register_hook(lambda grad_inputs, grad_outputs: grads.append(grad_inputs))
+    sum(o.square().mean() for o in outs).backward()
+    assert not outs[-1].grad_fn.next_functions[0][0] is None
+    assert len(grads) == 1 and grads[0][0].is_contiguous(memory_format=torch.channels_last)
 
 
 def test_channels_last_gives_the_same_outputs_and_gradients(cfg):

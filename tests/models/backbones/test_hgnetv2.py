@@ -10,7 +10,7 @@ from mmbackbones.converters import convert_timm_hgnetv2
 from mmbackbones.models import HGNetV2
 from mmbackbones.models.backbones.hgnetv2 import HGNETV2_ARCHS
 from mmbackbones.models.layers import FrozenBatchNorm2d, LearnableAffine
-from tests.numerics import max_abs_diff, num_params, randomize
+from tests.numerics import assert_parity, num_params, randomize
 
 # Backbone parameter counts: L/X/H from the reference (official RT-DETR code = timm b4/b5/b6);
 # b0-b3 are timm 1.0.31's hgnetv2_b* without the classifier head.
@@ -54,7 +54,7 @@ def test_parity_with_timm(arch, shape):
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(6))
     with torch.no_grad():
         ref_outs = ref.forward_intermediates(x, indices=[0, 1, 2, 3], intermediates_only=True)
-        assert max_abs_diff(model(x), ref_outs) < 1e-5
+        assert_parity(model, x, ref_outs)
 
 
 def test_timm_features_only_keys_convert_too():
@@ -69,7 +69,7 @@ def test_timm_features_only_keys_convert_too():
     model.load_state_dict(state, strict=True)
     x = torch.randn(*ODD_INPUT)
     with torch.no_grad():
-        assert max_abs_diff(model(x), feats(x)) < 1e-5
+        assert_parity(model, x, feats(x))
 
 
 def test_named_archs_param_counts_and_layout():
@@ -103,7 +103,7 @@ def test_freeze_norm():
     frozen.train()
     x = torch.randn(*ODD_INPUT)
     with torch.no_grad():
-        assert max_abs_diff(frozen(x), plain(x)) < 1e-5
+        assert_parity(plain, x, frozen(x))
     assert num_params(frozen) < num_params(plain)
     with pytest.raises(ValueError, match="freeze_norm=True freezes BatchNorm layers"):
         HGNetV2(arch='b0', freeze_norm=True, norm_cfg=dict(type='GN', num_groups=4))

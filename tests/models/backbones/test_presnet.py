@@ -8,7 +8,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from mmbackbones.converters import convert_timm_resnetd
 from mmbackbones.models import PResNet
 from mmbackbones.models.layers import FrozenBatchNorm2d
-from tests.numerics import max_abs_diff, num_params, randomize
+from tests.numerics import assert_parity, num_params, randomize
 
 # Backbone parameter counts from the reference (official RT-DETR code and timm 1.0.31): official
 # PResNet, its freeze_norm=True form, and timm's resnet*d without the classifier.
@@ -47,7 +47,7 @@ def test_parity_with_timm_resnetd(depth, shape):
     model.load_state_dict(result.state_dict, strict=True)
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        assert max_abs_diff(model(x), timm_features(ref, x)) < 1e-5
+        assert_parity(model, x, timm_features(ref, x))
 
 
 @pytest.mark.parametrize('depth', [18, 34])
@@ -61,7 +61,7 @@ def test_unpatched_timm_resnetd_gets_an_exact_identity_projection(depth):
     model.load_state_dict(state, strict=True)
     x = torch.randn(*ODD_INPUT, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
-        assert max_abs_diff(model(x), timm_features(ref, x)) < 1e-5
+        assert_parity(model, x, timm_features(ref, x))
 
 
 def test_timm_features_only_keys_convert_too():
@@ -74,7 +74,7 @@ def test_timm_features_only_keys_convert_too():
     model.load_state_dict(state, strict=True)
     x = torch.randn(*SMALL_ODD_INPUT)
     with torch.no_grad():
-        assert max_abs_diff(model(x), feats(x)) < 1e-5
+        assert_parity(model, x, feats(x))
 
 
 def test_param_counts_and_stage_one_projection():
@@ -114,7 +114,7 @@ def test_freeze_norm_turns_every_bn_into_frozen_buffers_with_the_same_keys():
     optim = torch.optim.SGD(frozen.parameters(), lr=0.1, momentum=0.9, weight_decay=0.1)
     outs = frozen(x)  # train mode, norm_eval=False: the frozen norms still use their statistics
     with torch.no_grad():
-        assert max_abs_diff(outs, plain(x)) < 1e-5
+        assert_parity(plain, x, [o.detach() for o in outs])
     sum(o.square().mean() for o in outs).backward()
     optim.step()
     for key, value in frozen.state_dict().items():

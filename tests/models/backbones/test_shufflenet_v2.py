@@ -8,7 +8,7 @@ import torchvision
 
 from mmbackbones.converters import convert_torchvision_shufflenetv2
 from mmbackbones.models import ShuffleNetV2
-from tests.numerics import max_abs_diff, num_params, randomize
+from tests.numerics import assert_parity, num_params, randomize
 from tests.paths import REPO
 
 WIDTHS = {0.5: 'shufflenet_v2_x0_5', 1.0: 'shufflenet_v2_x1_0', 1.5: 'shufflenet_v2_x1_5',
@@ -38,7 +38,7 @@ def test_parity_with_torchvision(widen_factor):
     assert num_params(model) == PARAMS[widen_factor]
     x = torch.randn(1, 3, 97, 131, generator=torch.Generator().manual_seed(6))
     with torch.no_grad():
-        assert max_abs_diff(model(x), torchvision_features(ref, x)) < 1e-5
+        assert_parity(model, x, torchvision_features(ref, x))
 
 
 def test_x2_0_conv5_is_2048_wide():
@@ -78,4 +78,4 @@ def test_torchvision_checkpoint_via_cli(tmp_path):
     model.init_weights()
     x = torch.randn(2, 3, 64, 96)
     with torch.no_grad():
-        assert max_abs_diff(model.eval()(x), torchvision_features(ref, x)) < 1e-5
+        assert_parity(model.eval(), x, torchvision_features(ref, x))

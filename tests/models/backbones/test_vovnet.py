@@ -11,7 +11,7 @@ from timm.models.vovnet import VovNet, model_cfgs
 from mmbackbones.converters import convert_timm_vovnet, convert_vovnet_official
 from mmbackbones.models import VoVNet
 from mmbackbones.models.backbones.vovnet import VOVNET_ARCHS
-from tests.numerics import max_abs_diff, num_params, randomize
+from tests.numerics import assert_parity, max_abs_diff, num_params, randomize
 
 from tests.paths import OFFICIAL
 
@@ -81,14 +81,14 @@ def test_parity_with_timm(arch, name):
         dict(VOVNET_ARCHS[arch]), 'last' if arch in ('V-39-eSE', 'V-57-eSE', 'V-99-eSE') else 'all')
     x = torch.randn(*ODD_INPUT, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
-        assert max_abs_diff(model(x), timm_stage_features(ref, x)) < 1e-5
+        assert_parity(model, x, timm_stage_features(ref, x))
     if name in timm.list_models('*vovnet*'):  # the registered model's features_only agrees too
         feats = timm.create_model(name, features_only=True, out_indices=(1, 2, 3, 4))
         flat = {re.sub(r'^(stem|stages)\.(\d+)\.', r'\1_\2.', k): v
                 for k, v in ref.state_dict().items() if not k.startswith('head.')}
         feats.load_state_dict(flat, strict=True)  # features_only flattens stem.N -> stem_N
         with torch.no_grad():
-            assert max_abs_diff(model(x), feats.eval()(x)) < 1e-5
+            assert_parity(model, x, feats.eval()(x))
         from_features = convert_timm_vovnet(feats.state_dict()).check('timm').state_dict
         assert all(torch.equal(from_features[k], v) for k, v in result.state_dict.items())
 
@@ -100,7 +100,7 @@ def test_official_layout_equals_patched_timm(arch, name):
     model.load_state_dict(convert_timm_vovnet(ref.state_dict()).check('timm').state_dict)
     x = torch.randn(*ODD_INPUT)
     with torch.no_grad():
-        assert max_abs_diff(model(x), timm_stage_features(ref, x)) < 1e-5
+        assert_parity(model, x, timm_stage_features(ref, x))
     assert num_params(model) == num_params(ref) == PARAMS_ALL[arch]
 
 
