@@ -160,6 +160,31 @@ def test_train_drops_the_cache_and_deepcopy_is_independent():
     assert not folded(ours)
 
 
+def test_mmengine_ema_swap_before_validation():
+    """mmengine's EMAHook swaps in the averaged weights through ``.data`` (no version bump),
+    then the val loop calls ``model.eval()``: the fold must follow."""
+    from mmengine.hooks import EMAHook
+    from mmengine.model import ExponentialMovingAverage
+    model = randomize(YOLOv8CSPDarknet(arch='n', norm_eval=False), seed=2).eval()
+    x = torch.randn(1, 3, 64, 96, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        model(x)  # folds the current weights
+    hook = EMAHook()
+    hook.src_model = model
+    hook.ema_model = ExponentialMovingAverage(model)
+    with torch.no_grad():
+        for p in hook.ema_model.module.parameters():
+            p.mul_(0.5)  # the averaged weights differ from the live ones
+    hook._swap_ema_parameters()  # what before_val_epoch does
+    model.eval()  # what ValLoop.run does next
+    with torch.no_grad():
+        outs = model(x)
+        with bn_folding(False):
+            expected = model(x)
+    for a, b in zip(outs, expected):
+        assert rel_diff(a, b) < 1e-5
+
+
 @pytest.mark.parametrize('build', [lambda **kw: YOLOv8CSPDarknet(arch='n', **kw),
                                    lambda **kw: PResNet(depth=18, freeze_norm=True, **kw)])
 def test_backbone_switch(build):

@@ -8,8 +8,10 @@ activation runs inside the oneDNN convolution (ReLU, SiLU). This is the fusion u
 the module, its parameters and its state dict stay as they are.
 
 The folded weights are cached and rebuilt whenever any source tensor changes (an optimizer
-step, ``load_state_dict``, an EMA swap, ``.to()``), detected through each tensor's storage and
-version counter. Anything the fold cannot express exactly runs mmcv's own forward: training
+step, ``load_state_dict``, ``.to()``), detected through each tensor's storage and version
+counter, and on every ``train()`` / ``eval()`` call (mmengine's EMAHook swaps weights through
+``.data``, which no version counter sees, and then calls ``model.eval()``). Whoever edits
+weights through ``.data`` in eval mode by hand should call ``eval()`` again afterwards. Anything the fold cannot express exactly runs mmcv's own forward: training
 mode, gradients on, a norm other than BatchNorm / FrozenBatchNorm, a non-plain conv (DCN,
 explicit padding layers), another layer order, ``activate=False`` / ``norm=False``, tracing,
 scripting and ``torch.compile`` (which folds on its own).
@@ -105,8 +107,10 @@ class ConvModule(_MMCVConvModule):
         return weight, bias
 
     def train(self, mode: bool = True) -> 'ConvModule':
-        if mode:  # the folded copy of the weights is only for inference
-            self.__dict__.pop('_fold_cache', None)
+        # Every train() / eval() call starts a fresh fold. Writes through ``.data`` (mmengine's
+        # EMAHook swaps weights that way before validation, then calls model.eval()) do not
+        # move a tensor's version counter, so this is what catches them.
+        self.__dict__.pop('_fold_cache', None)
         return super().train(mode)
 
     def _folded_forward(self, x: torch.Tensor) -> torch.Tensor:
