@@ -146,6 +146,33 @@ def _timm_cases(layout: Dict[str, bool]
     return {name: make(name, indices) for name, indices in models.items()}
 
 
+def _control_cases(layout: Dict[str, bool]
+                   ) -> Dict[str, Callable[[], Tuple[nn.Module, nn.Module]]]:
+    """The noise floor: a peer against a second instance of itself with the same weights
+    (identical work, so every ratio away from 1.0 is this machine's process-level noise)."""
+    import timm
+    from ultralytics.nn.tasks import DetectionModel
+
+    def ultralytics_pair(scale: str):
+        def build():
+            first = DetectionModel(f'yolov8{scale}.yaml', verbose=False)
+            second = DetectionModel(f'yolov8{scale}.yaml', verbose=False)
+            second.load_state_dict(first.state_dict())
+            return _UltralyticsBackbone(second), _UltralyticsBackbone(first)
+        return build
+
+    def timm_pair(name: str):
+        def build():
+            first = timm.create_model(name, features_only=True, out_indices=(1, 2, 3, 4))
+            second = timm.create_model(name, features_only=True, out_indices=(1, 2, 3, 4))
+            second.load_state_dict(first.state_dict())
+            return second, first
+        return build
+
+    return {'ultralytics-yolov8m': ultralytics_pair('m'),
+            'ultralytics-yolov8x': ultralytics_pair('x'), 'timm-resnet50d': timm_pair('resnet50d')}
+
+
 def _presnet_cases(layout: Dict[str, bool]
                    ) -> Dict[str, Callable[[], Tuple[nn.Module, nn.Module]]]:
     """PResNet vs timm's resnet*d features_only (R18/R34 patched with the same stage-1
@@ -250,6 +277,7 @@ FAMILIES = {'vovnet': (_vovnet_cases, 'timm'), 'shufflenetv2': (_shufflenetv2_ca
             'yolov8': (_yolov8_cases, 'ultralytics'),
             'yolov8-fused': (_yolov8_fused_cases, 'ultralytics after fuse()'),
             'timm': (_timm_cases, 'timm features_only'),
+            'control': (_control_cases, 'a second instance of the same peer'),
             'presnet': (_presnet_cases, 'timm'), 'hgnetv2': (_hgnetv2_cases, 'timm'),
             'vanillanet': (_vanillanet_cases, 'train form (eval), or mmdet ResNet after ":"')}
 

@@ -79,13 +79,14 @@ def _norm(arch: str) -> str:
 
 
 def load_benchmarks(bench_dir: str) -> Dict[Tuple[str, str], List[dict]]:
-    """Eval rows of every benchmark JSON file, by (backbone class, normalised arch name)."""
+    """Eval rows at 1x3x320x320 (the every-family sweep's input) of every benchmark JSON file,
+    by (backbone class, normalised arch name)."""
     rows: Dict[Tuple[str, str], List[dict]] = {}
     for path in sorted(glob.glob(osp.join(bench_dir, '*.json'))):
         with open(path) as f:
             data = json.load(f)
         for row in data.get('rows', []):
-            if row.get('mode') != 'eval':
+            if row.get('mode') != 'eval' or list(row['input']) != [1, 3, 320, 320]:
                 continue
             arch, _, against = row['arch'].partition(':')  # 'xtiny:resnet18': vs mmdet ResNet-18
             peer = (f'mmdet {against}' if against
@@ -143,7 +144,8 @@ def render(families: Dict[str, type], info: Dict[str, Dict[str, Dict]], publishe
         'stages; the train form for VanillaNet). FLOPs: mmengine `FlopAnalyzer`, batch 1, eval, '
         'one multiply-add = 1 FLOP, activations and elementwise ops not counted. Latency: '
         '`tools/analysis/benchmark_backbones.py --json`, ours vs the peer implementation with '
-        'the same weights, eval forward; "not measured" where no benchmark file has the arch.',
+        'the same weights, eval forward at 1x3x320x320 on 2 CPU threads (median over the '
+        'processes merged into the file); "not measured" where no benchmark file has the arch.',
         '- **Published** (not reproduced here): ImageNet top-1 and COCO results, each with its '
         'source, transcribed into docs/published_results.yaml. Detector results belong to the '
         'detector and schedule named, not to our configs.',
