@@ -51,11 +51,13 @@ def test_latency_comes_from_benchmark_files(zoo, tmp_path):
     bench.mkdir()
     (bench / 'shufflenetv2.json').write_text(json.dumps(dict(
         peer='torchvision', where='2 threads', rows=[dict(
-            backbone='ShuffleNetV2', arch='x0.5', input=[1, 3, 512, 512], mode='eval',
-            ours_ms=10.0, peer_ms=12.5, ratio=0.8)])))
+            backbone='ShuffleNetV2', arch='x0.5', input=[1, 3, 320, 320], mode='eval',
+            ours_ms=10.0, peer_ms=12.5, ratio=0.8), dict(  # other inputs stay out of the zoo
+            backbone='ShuffleNetV2', arch='x0.5', input=[2, 3, 512, 512], mode='eval',
+            ours_ms=30.0, peer_ms=40.0, ratio=0.75)])))
     rows = zoo.load_benchmarks(str(bench))
     text = zoo._latency(rows.get(('ShuffleNetV2', zoo._norm('x0_5'))))
-    assert text == '10.0 vs 12.5 ms (0.80x torchvision, 1x3x512x512, 2 threads)'
+    assert text == '10.0 vs 12.5 ms (0.80x torchvision, 1x3x320x320, 2 threads)'
     assert zoo._latency(rows.get(('ShuffleNetV2', zoo._norm('x1_0')))) == 'not measured'
 
 
