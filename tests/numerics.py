@@ -1,16 +1,18 @@
 """Numerical helpers shared by parity tests."""
-from typing import Sequence
+from typing import Sequence, Tuple
 
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 
-def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
+def randomize(model: nn.Module, seed: int = 0, weighted: Tuple[type, ...] = ()) -> nn.Module:
     """Random weights and random BatchNorm statistics, so parity tests exercise every tensor.
 
     Convs get small random weights (scaled by fan-in so activations stay O(1) through deep
-    nets); BN gets random affine parameters and running statistics.
+    nets); BN gets random affine parameters and running statistics and a zero batch counter
+    (so a meta-built, ``to_empty`` model is fully defined too). ``weighted``: further module
+    types with a conv-like ``weight`` (and optional ``bias``) to fill the same way.
     """
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -21,7 +23,8 @@ def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
                 module.bias.copy_(torch.randn(n, generator=gen) * 0.1)
                 module.running_mean.copy_(torch.randn(n, generator=gen) * 0.1)
                 module.running_var.copy_(torch.rand(n, generator=gen) * 0.5 + 0.75)
-            elif isinstance(module, (nn.Conv2d, nn.Linear)):
+                module.num_batches_tracked.zero_()
+            elif isinstance(module, (nn.Conv2d, nn.Linear) + tuple(weighted)):
                 fan_in = module.weight[0].numel()
                 module.weight.copy_(torch.randn(module.weight.shape, generator=gen)
                                     * (2.0 / fan_in) ** 0.5)

@@ -9,6 +9,7 @@ import torchvision
 
 from mmbackbones.converters import ConversionError, convert_mmpretrain_shufflenetv2
 from mmbackbones.models import ShuffleNetV2
+from tests.models.backbones.test_shufflenet_v2 import torchvision_features
 from tests.numerics import assert_parity, randomize
 from tests.paths import REPO
 
@@ -30,15 +31,6 @@ def to_mmpretrain_key(key: str) -> str:
     stage, unit, branch, idx, tail = key.split('.', 4)
     table = BRANCH1 if branch == 'branch1' else BRANCH2
     return f'backbone.layers.{int(stage[-1]) - 2}.{unit}.{branch}.{table[idx]}.{tail}'
-
-
-def torchvision_features(model, x):
-    x = model.maxpool(model.conv1(x))
-    outs = []
-    for stage in (model.stage2, model.stage3, model.stage4, model.conv5):
-        x = stage(x)
-        outs.append(x)
-    return outs
 
 
 @pytest.mark.parametrize('widen_factor, name', [(0.5, 'shufflenet_v2_x0_5'),

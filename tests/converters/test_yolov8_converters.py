@@ -15,6 +15,7 @@ from mmbackbones.converters import (ConversionError, convert_mmyolo_yolov8,
                                     convert_ultralytics_yolov8, load_ultralytics_checkpoint)
 from mmbackbones.converters.ultralytics_yolov8 import yolov8_factory
 from mmbackbones.models import YOLOv8CSPDarknet
+from tests.models.backbones.test_yolov8_csp_darknet import ultralytics_p3_p4_p5
 from tests.numerics import assert_parity, randomize
 from tests.paths import REPO
 
@@ -24,15 +25,6 @@ X = torch.randn(1, 3, 67, 93, generator=torch.Generator().manual_seed(7))
 def run_tool(name: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(REPO / 'tools' / 'model_converters' / name), *args],
                           capture_output=True, text=True, cwd=REPO)
-
-
-def p3_p4_p5(detector, x):
-    outs = []
-    for i, layer in enumerate(detector.model[:10]):
-        x = layer(x)
-        if i in (4, 6, 9):
-            outs.append(x)
-    return outs
 
 
 @pytest.fixture(scope='module')
@@ -81,7 +73,7 @@ def test_released_pt_converts_with_parity_via_cli(detector, ultralytics_files, t
     model.load_state_dict(ckpt['state_dict'], strict=True)
     reference = copy.deepcopy(detector).half().float().eval()  # the weights the file holds
     with torch.no_grad():
-        assert_parity(model, X, p3_p4_p5(reference, X))
+        assert_parity(model, X, ultralytics_p3_p4_p5(reference, X))
 
 
 def test_plain_state_dict_is_accepted(detector, tmp_path):
@@ -93,7 +85,7 @@ def test_plain_state_dict_is_accepted(detector, tmp_path):
     assert cfg == dict(type='YOLOv8CSPDarknet', arch='n', stem_type='conv')
     model.load_state_dict(result.state_dict, strict=True)
     with torch.no_grad():
-        assert_parity(model.eval(), X, p3_p4_p5(detector, X))
+        assert_parity(model.eval(), X, ultralytics_p3_p4_p5(detector, X))
 
 
 class _RunsCode:
@@ -186,7 +178,7 @@ def test_mmyolo_checkpoint_via_cli(tmp_path):
     model = YOLOv8CSPDarknet(arch='s').eval()
     model.load_state_dict(torch.load(dst, weights_only=True)['state_dict'], strict=True)
     with torch.no_grad():
-        assert_parity(model, X, p3_p4_p5(detector, X))
+        assert_parity(model, X, ultralytics_p3_p4_p5(detector, X))
 
     # a bare backbone state dict (mmyolo's YOLOv8CSPDarknet alone) converts the same way
     bare = {k[len('backbone.'):]: v for k, v in mmyolo_state.items() if k.startswith('backbone.')}

@@ -26,22 +26,10 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmbackbones.converters.core import extract_state_dict
+from mmbackbones.models.layers.conv_fusion import BATCH_NORM_TYPES
 from mmbackbones.models.layers.conv_module import ConvModule as FoldingConvModule
 
 ArchSpec = Dict[str, Any]
-
-
-def _batch_norm_types() -> Tuple[type, ...]:
-    types: List[type] = [_BatchNorm]
-    try:  # mmcv's own SyncBN ('MMSyncBN') is not a _BatchNorm subclass.
-        from mmcv.ops import SyncBatchNorm as MMCVSyncBatchNorm
-        types.append(MMCVSyncBatchNorm)
-    except ImportError:  # pragma: no cover - mmcv without ops
-        pass
-    return tuple(types)
-
-
-BATCH_NORM_TYPES = _batch_norm_types()
 
 
 def known_norm_types() -> List[str]:

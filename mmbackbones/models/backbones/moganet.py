@@ -133,9 +133,8 @@ class MogaNet(BaseBackbone):
         with_cp (bool): Checkpoint each block's activations. Default: False.
         channels_last (bool): Run in channels-last memory layout: same results, as fast in
             eval and faster in training on CPU than NCHW; returned maps are NCHW. Default: True.
-        fuse_bn_eval (bool): In eval mode with gradients off, run each conv + BatchNorm (+ ReLU /
-            SiLU) as one convolution with the BN folded in (cached, rebuilt when a weight
-            changes); parameters and state dict are unchanged. Default: True.
+        fuse_bn_eval (bool): Fold BN into the convs in eval mode under ``no_grad``, as
+            described in :class:`BaseBackbone`. Default: True.
         pretrained (str, optional): Deprecated; use ``init_cfg``.
         init_cfg (dict | list[dict], optional): Init config. Without one the official
             from-scratch init is used (:func:`init_like_official`).

@@ -49,9 +49,8 @@ class ShuffleNetV2(BaseBackbone):
         with_cp (bool): Checkpoint each unit. Default: False.
         channels_last (bool): Run channels-last inside (outputs stay NCHW): same results,
             faster on CPU (docs/benchmarks.md). Default: True.
-        fuse_bn_eval (bool): In eval mode with gradients off, run each conv + BatchNorm (+ ReLU /
-            SiLU) as one convolution with the BN folded in (cached, rebuilt when a weight
-            changes); parameters and state dict are unchanged. Default: True.
+        fuse_bn_eval (bool): Fold BN into the convs in eval mode under ``no_grad``, as
+            described in :class:`BaseBackbone`. Default: True.
         init_cfg (dict | list[dict], optional): Init config.
 
     Example:

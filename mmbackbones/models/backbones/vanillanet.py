@@ -191,9 +191,8 @@ class VanillaNet(BaseBackbone):
         with_cp (bool): Checkpoint each block's activations. Default: False.
         channels_last (bool): Run in channels-last memory layout (outputs stay NCHW): same
             results, faster on CPU. Default: True.
-        fuse_bn_eval (bool): In eval mode with gradients off, run each conv + BatchNorm (+ ReLU /
-            SiLU) as one convolution with the BN folded in (cached, rebuilt when a weight
-            changes); parameters and state dict are unchanged. Default: True.
+        fuse_bn_eval (bool): Fold BN into the convs in eval mode under ``no_grad``, as
+            described in :class:`BaseBackbone`. Default: True.
         pretrained (str, optional): Deprecated; use ``init_cfg``.
         init_cfg (dict | list[dict], optional): Init config. Default: truncated normal
             (std 0.02, bias 0) for convs, as the official code; constant 1 for norms.

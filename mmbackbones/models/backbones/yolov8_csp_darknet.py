@@ -100,9 +100,8 @@ class YOLOv8CSPDarknet(BaseBackbone):
         channels_last (bool): Run channels-last inside (outputs stay NCHW): same results to
             float rounding, 5-10% faster on CPU (oneDNN) for this family in eval and train
             steps; see docs/benchmarks.md. Default: True.
-        fuse_bn_eval (bool): In eval mode with gradients off, run each conv + BatchNorm (+ ReLU /
-            SiLU) as one convolution with the BN folded in (cached, rebuilt when a weight
-            changes); parameters and state dict are unchanged. Default: True.
+        fuse_bn_eval (bool): Fold BN into the convs in eval mode under ``no_grad``, as
+            described in :class:`BaseBackbone`. Default: True.
         pretrained (str, optional): Deprecated, use ``init_cfg``.
         init_cfg (dict | list[dict], optional): Init config.
 

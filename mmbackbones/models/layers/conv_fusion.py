@@ -5,7 +5,7 @@ is one conv with a bias, and a conv followed by a 1x1 conv with nothing non-line
 one conv. Deploy forms of re-parameterisable networks (VanillaNet, RepVGG-style blocks) are built
 from them.
 """
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -16,16 +16,24 @@ from .frozen_batch_norm import FrozenBatchNorm2d
 WeightAndBias = Tuple[torch.Tensor, torch.Tensor]
 
 
+def _batch_norm_types() -> Tuple[type, ...]:
+    types: List[type] = [_BatchNorm]
+    try:  # mmcv's own SyncBN ('MMSyncBN') is not a _BatchNorm subclass.
+        from mmcv.ops import SyncBatchNorm as MMCVSyncBatchNorm
+        types.append(MMCVSyncBatchNorm)
+    except ImportError:  # pragma: no cover - mmcv without ops
+        pass
+    return tuple(types)
+
+
+#: BatchNorm-like layers that train statistics (what ``norm_eval`` puts in eval mode)
+BATCH_NORM_TYPES = _batch_norm_types()
+
+
 def is_batch_norm(norm: nn.Module) -> bool:
     """Whether ``norm`` normalises with per-channel running statistics (BatchNorm, SyncBN,
     mmcv's MMSyncBN, FrozenBatchNorm2d), i.e. folds into a conv in eval mode."""
-    if isinstance(norm, (_BatchNorm, FrozenBatchNorm2d)):
-        return True
-    try:  # mmcv's own SyncBN ('MMSyncBN') is not a _BatchNorm subclass.
-        from mmcv.ops import SyncBatchNorm as MMCVSyncBatchNorm
-    except ImportError:  # pragma: no cover - mmcv without ops
-        return False
-    return isinstance(norm, MMCVSyncBatchNorm)
+    return isinstance(norm, BATCH_NORM_TYPES + (FrozenBatchNorm2d, ))
 
 
 @torch.no_grad()

@@ -58,11 +58,6 @@ def bn_folding(enabled: bool) -> Iterator[None]:
         _FOLDING_OFF = previous
 
 
-def _compiling() -> bool:
-    compiler = getattr(torch, 'compiler', None)
-    return compiler is not None and compiler.is_compiling()
-
-
 class ConvModule(_MMCVConvModule):
     """mmcv's ``ConvModule`` (same arguments, parameters and state dict), whose eval-mode,
     no-grad forward is a single convolution with the BatchNorm folded in.
@@ -82,7 +77,8 @@ class ConvModule(_MMCVConvModule):
 
     def _foldable(self, x: torch.Tensor) -> bool:
         if (not self.fuse_bn_eval or _FOLDING_OFF or self.training or torch.is_grad_enabled()
-                or torch.jit.is_tracing() or torch.jit.is_scripting() or _compiling()):
+                or torch.jit.is_tracing() or torch.jit.is_scripting()
+                or torch.compiler.is_compiling()):
             return False
         norm = self.norm if self.with_norm else None
         return (norm is not None and not norm.training and is_batch_norm(norm)

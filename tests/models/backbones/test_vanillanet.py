@@ -10,6 +10,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from mmbackbones.models import VanillaNet
 from mmbackbones.models.backbones.vanillanet import VANILLANET_ARCHS
 from mmbackbones.models.layers import SeriesActivation
+from tests.numerics import randomize
 
 #: Parameter counts of the official models in deploy form, classifier included: the README's
 #: "Params (M)" column, and the exact counts of the official code (shared/reference/
@@ -32,23 +33,7 @@ def deploy_classifier_params(num_features: int, num_classes: int = 1000) -> int:
 
 def randomize_all(model: nn.Module, seed: int) -> nn.Module:
     """Random values for every parameter and BN statistic (also of a meta-built, to_empty model)."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, _BatchNorm):
-                n = module.num_features
-                module.weight.copy_(torch.rand(n, generator=gen) * 0.5 + 0.75)
-                module.bias.copy_(torch.randn(n, generator=gen) * 0.1)
-                module.running_mean.copy_(torch.randn(n, generator=gen) * 0.1)
-                module.running_var.copy_(torch.rand(n, generator=gen) * 0.5 + 0.75)
-                module.num_batches_tracked.zero_()
-            elif isinstance(module, (nn.Conv2d, SeriesActivation)):
-                fan_in = module.weight[0].numel()
-                module.weight.copy_(torch.randn(module.weight.shape, generator=gen)
-                                    * (2.0 / fan_in) ** 0.5)
-                if module.bias is not None:
-                    module.bias.copy_(torch.randn(module.bias.shape, generator=gen) * 0.1)
-    return model
+    return randomize(model, seed, weighted=(SeriesActivation, ))
 
 
 @pytest.mark.parametrize('arch', list(VANILLANET_ARCHS))
