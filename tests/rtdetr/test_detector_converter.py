@@ -1,0 +1,86 @@
+# Copyright (c) mmbackbones contributors. Licensed under the Apache License, Version 2.0.
+"""The whole-detector converter on a release-style file: ``ema.module`` holding official-named
+PResNet backbone keys plus the official test vector's encoder and decoder."""
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from mmbackbones.converters.rtdetr_detector import build_detector, main
+from mmbackbones.models import PResNet
+from tests.converters.test_rtdetr_converters import PRESNET_TO_OFFICIAL, to_official
+from tests.numerics import randomize
+from tests.paths import OFFICIAL, REPO
+
+# a PResNet whose stride-8/16/32 channels (16, 32, 64) are those of the vector's encoder
+TINY_PRESNET = dict(block='basic', stage_blocks=[1, 1, 1, 1], stem_channels=[8, 8, 16],
+                    base_channels=[8, 16, 32, 64])
+
+
+@pytest.fixture(scope='module')
+def release(tmp_path_factory):
+    vector = torch.load(OFFICIAL / 'rtdetr_tiny.pt', map_location='cpu', weights_only=True)
+    backbone = randomize(PResNet(arch=TINY_PRESNET, out_indices=(1, 2, 3)), seed=3).eval()
+    weights = {f'backbone.{k}': v for k, v in
+               to_official(backbone.state_dict(), PRESNET_TO_OFFICIAL).items()}
+    weights.update(vector['state_dict'])
+    path = tmp_path_factory.mktemp('release') / 'rtdetr_tiny_from_paddle.pth'
+    torch.save({'ema': {'module': weights, 'updates': 1000}, 'last_epoch': 71}, path)
+    return path, vector, backbone
+
+
+def test_release_file_converts_to_a_detector_with_official_outputs(release, tmp_path, capsys):
+    path, vector, backbone = release
+    out = tmp_path / 'converted.pth'
+    assert main([str(path), str(out), '--nhead', '4', '--num-heads', '4',
+                 '--num-queries', '20']) == 0
+    assert 'RT-DETR detector: converted' in capsys.readouterr().out
+    ckpt = torch.load(out, map_location='cpu', weights_only=True)
+    model = build_detector(ckpt['meta']['model'])
+    model.load_state_dict(ckpt['state_dict'], strict=True)
+    model.eval()
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        for ours, ref in zip(model.backbone(x), backbone(x)):
+            assert (ours - ref).abs().max() < 1e-5
+        feats = model.neck(vector['feats'])
+        for ours, ref in zip(feats, vector['encoder_outputs']):
+            assert (ours - ref).abs().max() < 1e-4
+        logits, boxes = model.bbox_head(feats)
+    assert (logits - vector['pred_logits']).abs().max() < 1e-4
+    assert (boxes - vector['pred_boxes']).abs().max() < 1e-4
+
+
+def test_unknown_keys_are_refused_and_nothing_is_written(release, tmp_path, capsys):
+    path, _, _ = release
+    ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    ckpt['ema']['module']['decoder.extra_head.weight'] = torch.zeros(3)
+    bad = tmp_path / 'bad.pth'
+    torch.save(ckpt, bad)
+    out = tmp_path / 'never.pth'
+    assert main([str(bad), str(out), '--nhead', '4', '--num-heads', '4']) == 1
+    assert 'decoder.extra_head.weight' in capsys.readouterr().err
+    assert not out.exists() and list(tmp_path.glob('.tmp-*')) == []
+
+
+def test_wrong_head_count_is_refused(release, tmp_path, capsys):
+    path, _, _ = release
+    out = tmp_path / 'never.pth'
+    # 48 attention weights per query and layer do not split into 5 heads x 3 levels
+    assert main([str(path), str(out), '--num-heads', '5']) == 1
+    assert 'num_heads=5' in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_cli_script(release, tmp_path):
+    path, _, _ = release
+    out = tmp_path / 'cli.pth'
+    proc = subprocess.run([sys.executable, str(REPO / 'tools' / 'model_converters' /
+                                                 'rtdetr_official_detector.py'),
+                           str(path), str(out), '--nhead', '4', '--num-heads', '4'],
+                          capture_output=True, text=True, cwd=REPO,
+                          env={'PYTHONPATH': str(REPO), 'OMP_NUM_THREADS': '1',
+                               'PATH': '/usr/bin:/bin'})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert out.is_file() and 'PResNet + HybridEncoder' in proc.stdout
