@@ -1,6 +1,7 @@
 # Copyright (c) mmbackbones contributors. Licensed under the Apache License, Version 2.0.
 """The whole-detector converter on a release-style file: ``ema.module`` holding official-named
 PResNet backbone keys plus the official test vector's encoder and decoder."""
+import os
 import subprocess
 import sys
 
@@ -11,7 +12,8 @@ from mmbackbones.converters.rtdetr_detector import build_detector, main
 from mmbackbones.models import PResNet
 from tests.converters.test_rtdetr_converters import PRESNET_TO_OFFICIAL, to_official
 from tests.numerics import randomize
-from tests.paths import OFFICIAL, REPO
+from tests.paths import REPO
+from tests.rtdetr.test_rtdetr_parity import OFFICIAL
 
 # a PResNet whose stride-8/16/32 channels (16, 32, 64) are those of the vector's encoder
 TINY_PRESNET = dict(block='basic', stage_blocks=[1, 1, 1, 1], stem_channels=[8, 8, 16],
@@ -80,7 +82,6 @@ def test_cli_script(release, tmp_path):
                                                  'rtdetr_official_detector.py'),
                            str(path), str(out), '--nhead', '4', '--num-heads', '4'],
                           capture_output=True, text=True, cwd=REPO,
-                          env={'PYTHONPATH': str(REPO), 'OMP_NUM_THREADS': '1',
-                               'PATH': '/usr/bin:/bin'})
+                          env=dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS='1'))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert out.is_file() and 'PResNet + HybridEncoder' in proc.stdout

@@ -5,16 +5,27 @@
 features of two 128x96 images and what the official code computed from them (eval outputs,
 post-processed detections, every loss term of a train-mode forward with denoising off).
 Everything here goes through our converter.
+
+The vector's ``state_dict`` was captured after its train-mode loss forward (every BatchNorm has
+``num_batches_tracked == 1``), while its eval outputs were computed before it: its running
+statistics are one BatchNorm update (momentum 0.1) past the ones the eval outputs used. The eval
+test undoes that update: a train-mode forward on the vector's features gives the batch
+statistics (they depend on the weights and the input only, not on the running statistics),
+and ``old = (saved - 0.1 * batch) / 0.9``. The losses use batch statistics and need no such step.
 """
 import json
 
 import pytest
 import torch
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmbackbones.converters.rtdetr_detector import (convert_rtdetr_detector,
                                                     rtdetr_arch_from_state_dict)
 from mmbackbones.models.rtdetr import HybridEncoder, RTDETRHead
-from tests.paths import OFFICIAL
+from tests.paths import REPO
+
+# the vectors copied into the repository (tests.paths.OFFICIAL once it points there)
+OFFICIAL = REPO / 'tests' / 'data' / 'official'
 
 VECTOR = OFFICIAL / 'rtdetr_tiny.pt'
 SPEC = OFFICIAL / 'rtdetr_tiny.json'
@@ -56,6 +67,22 @@ def build(vector):
     return neck, head, state
 
 
+def rewind_batch_norm_update(neck, head, feats):
+    """Undo the one running-statistics update of the vector's train forward (see above)."""
+    norms = [m for m in [*neck.modules(), *head.modules()] if isinstance(m, _BatchNorm)]
+    assert norms and all(int(m.num_batches_tracked) == 1 and m.momentum == 0.1 for m in norms)
+    saved = [(m.running_mean.clone(), m.running_var.clone()) for m in norms]
+    neck.train(), head.train()
+    with torch.no_grad():  # the official train forward: encoder, then the decoder's input_proj
+        head.forward_transformer(neck(feats))
+    for m, (mean, var) in zip(norms, saved):
+        batch_mean = (m.running_mean - 0.9 * mean) / 0.1
+        batch_var = (m.running_var - 0.9 * var) / 0.1
+        m.running_mean.copy_((mean - 0.1 * batch_mean) / 0.9)
+        m.running_var.copy_((var - 0.1 * batch_var) / 0.9)
+    neck.eval(), head.eval()
+
+
 def test_converter_infers_the_vector_arch(vector):
     spec = json.loads(SPEC.read_text())
     _, _, state = build(vector)
@@ -76,7 +103,8 @@ def test_converter_infers_the_vector_arch(vector):
 
 def test_eval_outputs_match_official(vector):
     neck, head, _ = build(vector)
-    neck.eval(), head.eval()
+    head.dn.num_denoising = 0
+    rewind_batch_norm_update(neck, head, vector['feats'])
     with torch.no_grad():
         outs = neck(vector['feats'])
         for ours, ref in zip(outs, vector['encoder_outputs']):

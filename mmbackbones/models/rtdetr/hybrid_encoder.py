@@ -182,7 +182,8 @@ class HybridEncoder(BaseModule):
             ConvModule(c, hidden_dim, 1, bias=False, norm_cfg=norm_cfg, act_cfg=None)
             for c in in_channels])
         layer_cfg = dict(
-            self_attn_cfg=dict(embed_dims=hidden_dim, num_heads=nhead, dropout=dropout,
+            self_attn_cfg=dict(embed_dims=hidden_dim, num_heads=nhead, attn_drop=dropout,
+                               dropout_layer=dict(type='Dropout', drop_prob=dropout),
                                batch_first=True),
             ffn_cfg=dict(embed_dims=hidden_dim, feedforward_channels=dim_feedforward,
                          num_fcs=2, ffn_drop=dropout, act_cfg=ffn_act))

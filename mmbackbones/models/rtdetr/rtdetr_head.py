@@ -118,7 +118,8 @@ class RTDETRHead(BaseModule):
             prev = embed_dims
 
         layer_cfg = dict(
-            self_attn_cfg=dict(embed_dims=embed_dims, num_heads=num_heads, dropout=dropout,
+            self_attn_cfg=dict(embed_dims=embed_dims, num_heads=num_heads, attn_drop=dropout,
+                               dropout_layer=dict(type='Dropout', drop_prob=dropout),
                                batch_first=True),
             cross_attn_cfg=dict(embed_dims=embed_dims, num_heads=num_heads,
                                 num_levels=num_levels, num_points=num_points, dropout=dropout,
