@@ -22,8 +22,8 @@ def test_switch_to_deploy_keeps_outputs():
     blocks = [m for m in neck.modules() if isinstance(m, RepVGGBlock)]
     assert len(blocks) == 4 * 2
     assert all(b.conv is not None and not hasattr(b, 'conv1') for b in blocks)
-    for x, y in zip(before, after):
-        assert (x - y).abs().max() < 1e-5
+    for x, y in zip(before, after):  # float32 rounding of O(1-10) activations
+        assert (x - y).abs().max() < 1e-5 * x.abs().max().clamp(min=1)
 
 
 def test_position_embedding_follows_the_official_w_major_grid():

@@ -98,6 +98,8 @@ class ContrastiveDenoising(nn.Module):
         positive_idx: List[torch.Tensor] = [
             (torch.arange(n, device=device)[None] + per_group * torch.arange(
                 groups, device=device)[:, None]).flatten() for n in num_gts]
+        # labels / boxes: the noised ground truth (boxes in cx, cy, w, h before the inverse
+        # sigmoid; a negative may have turned inside out, w or h < 0, which the sigmoid clips)
         meta = dict(num_groups=groups, num_denoising=total, max_gts=max_gts,
-                    positive_idx=positive_idx, labels=labels)
+                    positive_idx=positive_idx, labels=labels, boxes=boxes)
         return queries, ref_unact, mask, meta
