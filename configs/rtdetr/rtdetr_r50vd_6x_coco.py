@@ -1,7 +1,7 @@
 # RT-DETR-R50 (ResNet-50-vd backbone, hybrid encoder, 6 decoder layers, 300 queries), 72 epochs
 # on COCO, with the official recipe as far as mmdet's transforms express it: images in [0, 1]
 # (no mean/std), photometric distortion, zoom-out, IoU crop, flip, 640x640 resize without
-# keeping the ratio, multi-scale batches (480-800); AdamW lr 1e-4 (backbone 1e-5), weight decay 1e-4 (none on norms),
+# keeping the ratio (multi-scale batches: see the data preprocessor); AdamW lr 1e-4 (backbone 1e-5), weight decay 1e-4 (none on norms),
 # gradient clipping 0.1, 2000 warm-up iterations, EMA 0.9999 with a 2000-iteration ramp.
 #
 # Weights: convert the official release file first (nothing downloads):
@@ -17,12 +17,13 @@ custom_imports = dict(imports=['mmbackbones'], allow_failed_imports=False)
 image_size = (640, 640)
 model = dict(
     type='RTDETR',
+    # The official training also resizes every batch to a random side in 480..800; mmdet's
+    # BatchSyncRandomResize does that (add batch_augments=[dict(type='BatchSyncRandomResize',
+    # random_size_range=(480, 800), size_divisor=32, interval=1)]) but needs a runner's
+    # iteration counter, so it is left out here.
     data_preprocessor=dict(
         type='DetDataPreprocessor', mean=[0., 0., 0.], std=[255., 255., 255.],
-        bgr_to_rgb=True, pad_size_divisor=32,
-        # the official multi-scale training: every batch resized to a random side in 480..800
-        batch_augments=[dict(type='BatchSyncRandomResize', random_size_range=(480, 800),
-                             size_divisor=32, interval=1)]),
+        bgr_to_rgb=True, pad_size_divisor=32),
     backbone=dict(
         type='PResNet', depth=50, out_indices=(1, 2, 3), frozen_stages=0, freeze_norm=True,
         init_cfg=dict(type='Pretrained', checkpoint='checkpoints/presnet50-vd_rtdetr.pth')),

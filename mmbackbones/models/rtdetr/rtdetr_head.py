@@ -193,18 +193,25 @@ class RTDETRHead(BaseModule):
                               torch.full_like(anchors, float('inf')))
         return anchors, valid
 
-    def forward_transformer(self, feats: Sequence[torch.Tensor], dn: Optional[tuple] = None
+    def forward_transformer(self, feats: Sequence[torch.Tensor],
+                            targets: Optional[Tuple[List[torch.Tensor], List[torch.Tensor]]] = None
                             ) -> Dict[str, torch.Tensor]:
         """Decoder outputs: ``logits`` / ``boxes`` ``(layers, B, N, ...)`` (every layer in
-        training, the ``eval_idx`` one otherwise; denoising queries first when ``dn``), and the
-        encoder's top-k ``enc_logits`` / ``enc_boxes``."""
+        training, the ``eval_idx`` one otherwise), the encoder's top-k ``enc_logits`` /
+        ``enc_boxes``, and ``dn_meta`` (None without denoising). In training with ``targets``
+        (labels, normalised (cx, cy, w, h) boxes per image) and denoising on, the denoising
+        queries come first (``dn_meta['num_denoising']`` of them)."""
         memory, shapes = self._memory(feats)
         batch = memory.shape[0]
+        # an input smaller than the query count (a tiny test image) selects every token
+        num_queries = min(self.num_queries, memory.shape[1])
+        dn = (self.dn(*targets, num_queries)
+              if self.training and self.dn is not None and targets is not None else None)
         anchors, valid = self.anchors(shapes, memory.device, memory.dtype)
         selected = self.enc_output(valid.to(memory.dtype) * memory)
         enc_logits = self.enc_score_head(selected)
         enc_coords = self.enc_bbox_head(selected) + anchors
-        topk = enc_logits.max(-1).values.topk(self.num_queries, dim=1).indices
+        topk = enc_logits.max(-1).values.topk(num_queries, dim=1).indices
 
         def take(x):
             return x.gather(1, topk[..., None].expand(-1, -1, x.shape[-1]))
@@ -212,7 +219,7 @@ class RTDETRHead(BaseModule):
         ref_unact = take(enc_coords)
         enc_topk_boxes, enc_topk_logits = ref_unact.sigmoid(), take(enc_logits)
         if self.learnt_init_query:
-            query = self.tgt_embed.weight[None].expand(batch, -1, -1)
+            query = self.tgt_embed.weight[None, :num_queries].expand(batch, -1, -1)
         else:
             query = take(selected).detach()
         attn_mask = None
@@ -245,7 +252,8 @@ class RTDETRHead(BaseModule):
             prev_box = box
             ref = box.detach() if self.training else box
         return dict(logits=torch.stack(logits), boxes=torch.stack(boxes),
-                    enc_logits=enc_topk_logits, enc_boxes=enc_topk_boxes)
+                    enc_logits=enc_topk_logits, enc_boxes=enc_topk_boxes,
+                    dn_meta=None if dn is None else dn[3])
 
     def forward(self, feats: Sequence[torch.Tensor], batch_data_samples=None
                 ) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -273,12 +281,10 @@ class RTDETRHead(BaseModule):
     def loss_from_targets(self, feats: Sequence[torch.Tensor], gt_labels: List[torch.Tensor],
                           gt_boxes: List[torch.Tensor]) -> Dict[str, torch.Tensor]:
         """Losses for ground truth given per image as labels and normalised (cx, cy, w, h)."""
-        dn = (self.dn(gt_labels, gt_boxes, self.num_queries)
-              if self.training and self.dn is not None else None)
-        out = self.forward_transformer(feats, dn)
-        logits, boxes = out['logits'], out['boxes']
-        if dn is not None:
-            split = dn[3]['num_denoising']
+        out = self.forward_transformer(feats, (gt_labels, gt_boxes))
+        logits, boxes, meta = out['logits'], out['boxes'], out['dn_meta']
+        if meta is not None:
+            split = meta['num_denoising']
             dn_logits, logits = logits[:, :, :split], logits[:, :, split:]
             dn_boxes, boxes = boxes[:, :, :split], boxes[:, :, split:]
 
@@ -297,8 +303,7 @@ class RTDETRHead(BaseModule):
             add('' if i == last else f'd{i}.', logits[i], boxes[i], matches, num_boxes)
         enc_matches = self._match(out['enc_logits'], out['enc_boxes'], gt_labels, gt_boxes)
         add('enc.', out['enc_logits'], out['enc_boxes'], enc_matches, num_boxes)
-        if dn is not None:
-            meta = dn[3]
+        if meta is not None:
             dn_matches = [(idx, torch.arange(len(t), device=device).repeat(meta['num_groups']))
                           for idx, t in zip(meta['positive_idx'], gt_labels)]
             for i in range(len(dn_logits)):
