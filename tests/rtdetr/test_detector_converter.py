@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from mmbackbones.converters.rtdetr_detector import build_detector, main
-from mmbackbones.models import PResNet
-from tests.converters.test_rtdetr_converters import PRESNET_TO_OFFICIAL, to_official
+from mmbackbones.models import HGNetV2, PResNet
+from tests.converters.test_rtdetr_converters import (HGNETV2_TO_OFFICIAL, PRESNET_TO_OFFICIAL,
+                                                     to_official)
 from tests.numerics import randomize
 from tests.paths import REPO
 from tests.rtdetr.test_rtdetr_parity import OFFICIAL, rewind_batch_norm_update
@@ -18,18 +19,30 @@ from tests.rtdetr.test_rtdetr_parity import OFFICIAL, rewind_batch_norm_update
 # a PResNet whose stride-8/16/32 channels (16, 32, 64) are those of the vector's encoder
 TINY_PRESNET = dict(block='basic', stage_blocks=[1, 1, 1, 1], stem_channels=[8, 8, 16],
                     base_channels=[8, 16, 32, 64])
+TINY_HGNET = dict(stem_channels=[8, 8], stage_mid_channels=[8, 8, 12, 12],
+                  stage_out_channels=[8, 16, 32, 64], stage_blocks=[1, 1, 1, 1], layer_num=2,
+                  use_lab=False)
+BACKBONES = {'PResNet': (lambda: PResNet(arch=TINY_PRESNET, out_indices=(1, 2, 3)),
+                         PRESNET_TO_OFFICIAL),
+             'HGNetV2': (lambda: HGNetV2(arch=TINY_HGNET, out_indices=(1, 2, 3)),
+                         HGNETV2_TO_OFFICIAL)}
 
 
-@pytest.fixture(scope='module')
-def release(tmp_path_factory):
+def make_release(directory, family):
     vector = torch.load(OFFICIAL / 'rtdetr_tiny.pt', map_location='cpu', weights_only=True)
-    backbone = randomize(PResNet(arch=TINY_PRESNET, out_indices=(1, 2, 3)), seed=3).eval()
+    make, table = BACKBONES[family]
+    backbone = randomize(make(), seed=3).eval()
     weights = {f'backbone.{k}': v for k, v in
-               to_official(backbone.state_dict(), PRESNET_TO_OFFICIAL).items()}
+               to_official(backbone.state_dict(), table).items()}
     weights.update(vector['state_dict'])
-    path = tmp_path_factory.mktemp('release') / 'rtdetr_tiny_from_paddle.pth'
+    path = directory / 'rtdetr_tiny_from_paddle.pth'
     torch.save({'ema': {'module': weights, 'updates': 1000}, 'last_epoch': 71}, path)
     return path, vector, backbone
+
+
+@pytest.fixture(scope='module', params=['PResNet', 'HGNetV2'])
+def release(request, tmp_path_factory):
+    return make_release(tmp_path_factory.mktemp('release'), request.param)
 
 
 def test_release_file_converts_to_a_detector_with_official_outputs(release, tmp_path, capsys):
@@ -77,8 +90,8 @@ def test_wrong_head_count_is_refused(release, tmp_path, capsys):
     assert not out.exists()
 
 
-def test_cli_script(release, tmp_path):
-    path, _, _ = release
+def test_cli_script(tmp_path):
+    path, _, _ = make_release(tmp_path, 'PResNet')
     out = tmp_path / 'cli.pth'
     proc = subprocess.run([sys.executable, str(REPO / 'tools' / 'model_converters' /
                                                  'rtdetr_official_detector.py'),
@@ -86,4 +99,4 @@ def test_cli_script(release, tmp_path):
                           capture_output=True, text=True, cwd=REPO,
                           env=dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS='1'))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert out.is_file() and 'PResNet + HybridEncoder' in proc.stdout
+    assert out.is_file() and ' + HybridEncoder(in_channels=[16, 32, 64])' in proc.stdout
