@@ -5,6 +5,7 @@ _base_ = './rtdetr_r50vd_6x_coco.py'
 
 model = dict(
     backbone=dict(depth=18, frozen_stages=-1, freeze_norm=False,
-                  init_cfg=dict(type='Pretrained', checkpoint='checkpoints/presnet18-vd_rtdetr.pth')),
+                  init_cfg=dict(type='Pretrained',
+                                checkpoint='checkpoints/presnet18-vd_rtdetr.pth')),
     neck=dict(in_channels=[128, 256, 512], expansion=0.5),
     bbox_head=dict(num_decoder_layers=3))

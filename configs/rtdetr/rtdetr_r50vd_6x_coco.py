@@ -1,7 +1,8 @@
 # RT-DETR-R50 (ResNet-50-vd backbone, hybrid encoder, 6 decoder layers, 300 queries), 72 epochs
 # on COCO, with the official recipe as far as mmdet's transforms express it: images in [0, 1]
 # (no mean/std), photometric distortion, zoom-out, IoU crop, flip, 640x640 resize without
-# keeping the ratio (multi-scale batches: see the data preprocessor); AdamW lr 1e-4 (backbone 1e-5), weight decay 1e-4 (none on norms),
+# keeping the ratio (multi-scale batches: see the data preprocessor); AdamW lr 1e-4 (backbone
+# 1e-5), weight decay 1e-4 (none on norms),
 # gradient clipping 0.1, 2000 warm-up iterations, EMA 0.9999 with a 2000-iteration ramp.
 #
 # Weights: convert the official release file first (nothing downloads):

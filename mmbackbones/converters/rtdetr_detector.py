@@ -31,7 +31,8 @@ _CONV_UNIT = (r'(?:lateral_convs|downsample_convs)\.\d+|'
 ENCODER_RULES = [
     (r'input_proj\.(\d+)\.0\.weight', r'input_proj.\1.conv.weight'),
     (rf'input_proj\.(\d+)\.1\.{_BN}', r'input_proj.\1.bn.\2'),
-    (rf'encoder\.(\d+)\.layers\.(\d+)\.self_attn\.{_MHA}', r'encoder.\1.layers.\2.self_attn.attn.\3'),
+    (rf'encoder\.(\d+)\.layers\.(\d+)\.self_attn\.{_MHA}',
+     r'encoder.\1.layers.\2.self_attn.attn.\3'),
     (rf'encoder\.(\d+)\.layers\.(\d+)\.linear1\.{_WB}', r'encoder.\1.layers.\2.ffn.layers.0.0.\3'),
     (rf'encoder\.(\d+)\.layers\.(\d+)\.linear2\.{_WB}', r'encoder.\1.layers.\2.ffn.layers.1.\3'),
     (rf'encoder\.(\d+)\.layers\.(\d+)\.norm([12])\.{_WB}',
@@ -161,7 +162,8 @@ def rtdetr_arch_from_state_dict(state: Mapping[str, torch.Tensor], *, nhead: int
     csp_hidden = int(neck['fpn_blocks.0.conv1.conv.weight'].shape[0])
     blocks = _count(neck, r'fpn_blocks\.0\.bottlenecks\.(\d+)\.conv1\.conv\.weight')
     neck_cfg = dict(
-        type='HybridEncoder', in_channels=in_channels, feat_strides=[8 * 2 ** i for i in range(levels)],
+        type='HybridEncoder', in_channels=in_channels,
+        feat_strides=[8 * 2 ** i for i in range(levels)],
         hidden_dim=hidden, nhead=nhead, use_encoder_idx=use_encoder_idx,
         num_encoder_layers=enc_layers, expansion=csp_hidden / hidden, depth_mult=blocks / 3,
         act=act,
@@ -218,7 +220,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     from .cli import save_atomic
     parser = argparse.ArgumentParser(description='Convert an official RT-DETR detector '
                                                  'checkpoint into an mmbackbones RTDETR one.')
-    parser.add_argument('src', help='official checkpoint, e.g. rtdetr_r50vd_6x_coco_from_paddle.pth')
+    parser.add_argument('src', help='official checkpoint, e.g. '
+                                    'rtdetr_r50vd_6x_coco_from_paddle.pth')
     parser.add_argument('dst', help='output checkpoint (state_dict + meta.model config)')
     parser.add_argument('--nhead', type=int, default=8, help='AIFI heads (not in the weights)')
     parser.add_argument('--num-heads', type=int, default=8, help='decoder heads')

@@ -107,7 +107,8 @@ def test_noise_distribution():
                               torch.tensor(1e-5).log())
     # a label is redrawn with probability 0.25 and then differs with probability 4/5
     assert abs(flips / count - 0.25 * (NUM_CLASSES - 1) / NUM_CLASSES) < 0.03
-    pos, neg = torch.cat([p.flatten() for p in pos_shift]), torch.cat([n.flatten() for n in neg_shift])
+    pos = torch.cat([p.flatten() for p in pos_shift])
+    neg = torch.cat([n.flatten() for n in neg_shift])
     assert pos.max() < 1 + 1e-3 and neg.min() > 1 - 1e-3 and neg.max() < 2 + 1e-3
     assert abs(pos.mean().item() - 0.5) < 0.03 and abs(neg.mean().item() - 1.5) < 0.03
 

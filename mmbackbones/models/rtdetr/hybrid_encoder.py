@@ -138,7 +138,8 @@ class HybridEncoder(BaseModule):
         >>> import torch
         >>> neck = HybridEncoder(in_channels=[16, 32, 64], hidden_dim=32, nhead=4,
         ...                      dim_feedforward=64).eval()
-        >>> feats = [torch.rand(1, c, 32 // 2 ** i, 24 // 2 ** i) for i, c in enumerate([16, 32, 64])]
+        >>> feats = [torch.rand(1, c, 32 // 2 ** i, 24 // 2 ** i)
+        ...          for i, c in enumerate([16, 32, 64])]
         >>> [tuple(o.shape) for o in neck(feats)]
         [(1, 32, 32, 24), (1, 32, 16, 12), (1, 32, 8, 6)]
     """
