@@ -142,3 +142,13 @@ def test_losses_match_official(vector):
     total = sum(losses.values())
     total.backward()  # every term is differentiable
     assert head.dec_score_head[0].weight.grad is not None
+
+
+def test_deploy_form_matches_official(vector):
+    neck, head, _ = build(vector)
+    head.dn.num_denoising = 0
+    rewind_batch_norm_update(neck, head, vector['feats'])
+    neck.switch_to_deploy()
+    with torch.no_grad():
+        for ours, ref in zip(neck(vector['feats']), vector['encoder_outputs']):
+            assert (ours - ref).abs().max() < 1e-4
