@@ -1,9 +1,9 @@
 # Faster R-CNN with timm's EfficientNet-B3 through TimmBackbone, 1x schedule. See the RetinaNet
 # ConvNeXt-T config in this folder for how to pick in_channels and make the weights file.
 #
-# out_indices / frozen_stages count timm's features: efficientnet feature 0 is blocks.0 at
-# stride 2, so out_indices=(1, 2, 3, 4) are strides 4-32 and frozen_stages=1 freezes the stem
-# conv and blocks.0 (for a timm resnet, frozen_stages=2 is mmdet's ResNet frozen_stages=1).
+# out_indices / frozen_stages count stages as mmdet's ResNet does: stage 0 is the stride-4
+# level. efficientnet's stride-2 feature (blocks.0) is part of the stem, so out_indices=(0, 1,
+# 2, 3) are strides 4-32 and frozen_stages=0 freezes the stem conv and blocks.0.
 #   python -c "import timm, torch; torch.save(timm.create_model('efficientnet_b3.ra2_in1k',
 #       pretrained=True).state_dict(), 'checkpoints/timm_efficientnet_b3.ra2_in1k.pth')"
 _base_ = 'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py'
@@ -14,8 +14,8 @@ model = dict(
         _delete_=True,
         type='TimmBackbone',
         model_name='efficientnet_b3',
-        out_indices=(1, 2, 3, 4),
-        frozen_stages=1,
+        out_indices=(0, 1, 2, 3),
+        frozen_stages=0,
         norm_eval=True,  # timm's BatchNormAct2d layers keep their ImageNet statistics
         drop_path_rate=0.2,
         init_cfg=dict(type='Pretrained',

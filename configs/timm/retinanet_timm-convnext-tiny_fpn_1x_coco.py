@@ -3,8 +3,9 @@
 # neck's in_channels to what get_feature_info reports (tests/configs checks they agree):
 #   python -c "from mmbackbones.models import get_feature_info; print(get_feature_info(dict(
 #       type='TimmBackbone', model_name='convnext_tiny', out_indices=(1, 2, 3))))"
-# out_indices and frozen_stages count timm's features (feature_info); for convnext feature 0 is
-# the stride-4 stage. timm's ImageNet weights use RGB ImageNet mean/std, as the base config does.
+# out_indices and frozen_stages count stages as mmdet's ResNet does: stage 0 is the stride-4
+# level (convnext's first feature; timm levels finer than stride 4 belong to the stem).
+# timm's ImageNet weights use RGB ImageNet mean/std, as the base config does.
 #
 # Weights come from a local file, never a download. Save timm's state dict once where there is
 # network access:

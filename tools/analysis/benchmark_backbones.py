@@ -131,14 +131,16 @@ def _timm_cases(layout: Dict[str, bool]
 
     from mmbackbones.models import TimmBackbone
 
-    models = {'resnet50d': (1, 2, 3, 4), 'convnext_tiny': (0, 1, 2, 3),
-              'efficientnet_b3': (1, 2, 3, 4), 'regnetx_032': (1, 2, 3, 4)}
+    # stages 0-3 are strides 4-32 in every one (timm feature 0 is stride 2 except in convnext)
+    models = {'resnet50d': (0, 1, 2, 3), 'convnext_tiny': (0, 1, 2, 3),
+              'efficientnet_b3': (0, 1, 2, 3), 'regnetx_032': (0, 1, 2, 3)}
 
     def make(name: str, out_indices: Tuple[int, ...]):
         def build():
             # norm_eval=False: BN trains in both, as in timm's model
             ours = TimmBackbone(name, out_indices=out_indices, norm_eval=False, **layout)
-            peer = timm.create_model(name, features_only=True, out_indices=out_indices)
+            peer = timm.create_model(name, features_only=True,
+                                     out_indices=ours.timm_out_indices)
             peer.load_state_dict(ours.timm_model.state_dict())
             return ours, peer
         return build

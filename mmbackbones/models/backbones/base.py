@@ -27,7 +27,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmbackbones.converters.core import extract_state_dict
 from mmbackbones.models.layers.conv_fusion import BATCH_NORM_TYPES
-from mmbackbones.models.layers.conv_module import ConvModule as FoldingConvModule
+from mmbackbones.models.layers.conv_module import FoldableConvModule
 
 ArchSpec = Dict[str, Any]
 
@@ -121,7 +121,7 @@ class BaseBackbone(BaseModule):
             are plain NCHW-contiguous tensors, so necks, heads and mmcv ops see nothing new.
         fuse_bn_eval (bool): Fold BatchNorm into the preceding conv (and run ReLU / SiLU inside
             oneDNN's convolution on the CPU) in eval mode with gradients off; see
-            :class:`mmbackbones.models.layers.ConvModule`. Same results to float rounding.
+            :class:`mmbackbones.models.layers.FoldableConvModule`. Same results to float rounding.
         plugins (list[dict], optional): mmdet plugins,
             ``dict(cfg=dict(type=...), stages=(bool,) * num_stages, position=...)``.
         pretrained (str, optional): Deprecated, use ``init_cfg``.
@@ -309,7 +309,7 @@ class BaseBackbone(BaseModule):
         if self.channels_last:
             self.to(memory_format=torch.channels_last)
         for module in self.modules():
-            if isinstance(module, FoldingConvModule):
+            if isinstance(module, FoldableConvModule):
                 module.fuse_bn_eval = self.fuse_bn_eval
         # What set_frozen_stages() gives back to an unfrozen stage (norm_cfg may freeze affines).
         self._trainable_at_build = {n for n, p in self.named_parameters() if p.requires_grad}

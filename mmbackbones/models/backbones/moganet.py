@@ -10,7 +10,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..layers import MogaBlock, PluginSequence
-from ..layers.conv_module import ConvModule
+from ..layers.conv_module import FoldableConvModule
 from .base import ArchSpec, BaseBackbone, check_norm_cfg
 
 #: The official ``MogaNet.arch_zoo``.
@@ -29,13 +29,13 @@ ARCH_ALIASES = {'xt': 'xtiny', 'x-tiny': 'xtiny', 't': 'tiny', 's': 'small', 'b'
 
 
 def moga_conv3x3(in_channels: int, out_channels: int, norm_cfg: dict,
-                 act_cfg: Optional[dict] = None) -> ConvModule:
+                 act_cfg: Optional[dict] = None) -> FoldableConvModule:
     """3x3 stride-2 conv + norm (+ act). The conv keeps its bias before the norm, as the
     official checkpoints have one."""
     with warnings.catch_warnings():
         warnings.filterwarnings('ignore', message='Unnecessary conv bias')
-        return ConvModule(in_channels, out_channels, 3, stride=2, padding=1, bias=True,
-                          norm_cfg=norm_cfg, act_cfg=act_cfg)
+        return FoldableConvModule(in_channels, out_channels, 3, stride=2, padding=1, bias=True,
+                                  norm_cfg=norm_cfg, act_cfg=act_cfg)
 
 
 @torch.no_grad()

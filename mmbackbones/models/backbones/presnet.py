@@ -9,7 +9,7 @@ from torch import nn
 
 from ..layers import (PluginSequence, apply_plugins, check_freeze_norm, freeze_batch_norm,
                       maybe_checkpoint)
-from ..layers.conv_module import ConvModule
+from ..layers.conv_module import FoldableConvModule
 from .base import ArchSpec, BaseBackbone, check_norm_cfg, scratch_init_cfg
 
 #: RT-DETR's ``ResNet_cfg``: BasicBlock below depth 50, Bottleneck (expansion 4) from 50 on.
@@ -58,13 +58,14 @@ class ResNetVdBlock(nn.Module):
         self.with_cp = with_cp
         kw = dict(conv_cfg=conv_cfg, norm_cfg=norm_cfg)
         if bottleneck:
-            convs = [ConvModule(in_channels, width, 1, act_cfg=act_cfg, **kw),
-                     ConvModule(width, width, 3, stride=stride, padding=1, act_cfg=act_cfg, **kw),
-                     ConvModule(width, out_channels, 1, act_cfg=None, **kw)]
+            convs = [FoldableConvModule(in_channels, width, 1, act_cfg=act_cfg, **kw),
+                     FoldableConvModule(width, width, 3, stride=stride, padding=1,
+                                        act_cfg=act_cfg, **kw),
+                     FoldableConvModule(width, out_channels, 1, act_cfg=None, **kw)]
         else:
-            convs = [ConvModule(in_channels, width, 3, stride=stride, padding=1, act_cfg=act_cfg,
-                                **kw),
-                     ConvModule(width, out_channels, 3, padding=1, act_cfg=None, **kw)]
+            convs = [FoldableConvModule(in_channels, width, 3, stride=stride, padding=1,
+                                        act_cfg=act_cfg, **kw),
+                     FoldableConvModule(width, out_channels, 3, padding=1, act_cfg=None, **kw)]
         plugins = plugins or {}
         if not bottleneck and plugins.get('after_conv3'):
             raise ValueError("ResNetVdBlock: plugin position 'after_conv3' needs a bottleneck "
@@ -76,7 +77,7 @@ class ResNetVdBlock(nn.Module):
                 plugins.get(f'after_conv{i}'), conv.conv.out_channels))
         self.shortcut_pool = (nn.AvgPool2d(2, stride, ceil_mode=True)
                               if projection and stride > 1 else None)
-        self.shortcut = (ConvModule(in_channels, out_channels, 1, act_cfg=None, **kw)
+        self.shortcut = (FoldableConvModule(in_channels, out_channels, 1, act_cfg=None, **kw)
                          if projection else None)
         self.act = build_activation_layer(act_cfg) if act_cfg else nn.Identity()
 
@@ -196,7 +197,8 @@ class PResNet(BaseBackbone):
 
         stem, channels = [], in_channels
         for i, width in enumerate(spec['stem_channels']):
-            stem.append(ConvModule(channels, width, 3, stride=2 if i == 0 else 1, padding=1, **kw))
+            stem.append(FoldableConvModule(channels, width, 3, stride=2 if i == 0 else 1,
+                                           padding=1, **kw))
             channels = width
         self.stem = nn.Sequential(*stem, nn.MaxPool2d(3, stride=2, padding=1))
 

@@ -1,7 +1,7 @@
 """ShuffleNetV2 backbone (torchvision's channels)."""
 from typing import List, Optional, Sequence, Union
 
-from ..layers.conv_module import ConvModule
+from ..layers.conv_module import FoldableConvModule
 from mmdet.registry import MODELS
 from torch import nn
 
@@ -92,7 +92,7 @@ class ShuffleNetV2(BaseBackbone):
         kw = dict(conv_cfg=conv_cfg, norm_cfg=norm_cfg, act_cfg=act_cfg)
         stem = spec['stem_channels']
         self.stem = nn.Sequential(
-            ConvModule(in_channels, stem, 3, stride=2, padding=1, **kw),
+            FoldableConvModule(in_channels, stem, 3, stride=2, padding=1, **kw),
             nn.MaxPool2d(3, stride=2, padding=1))
         channels, stride = stem, 4
         for i in range(min(self.num_stages, 3)):
@@ -104,7 +104,7 @@ class ShuffleNetV2(BaseBackbone):
             self.add_stage(nn.Sequential(*units), out, stride)
             channels = out
         if self.num_stages == 4:
-            conv5 = [ConvModule(channels, spec['conv5_channels'], 1, **kw)]
+            conv5 = [FoldableConvModule(channels, spec['conv5_channels'], 1, **kw)]
             plugins_5 = PluginSequence.build(self.stage_plugins(3).get('after_block'),
                                              spec['conv5_channels'])
             if plugins_5 is not None:

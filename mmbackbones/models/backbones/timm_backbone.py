@@ -7,7 +7,8 @@ read from timm's ``feature_info``, ``frozen_stages`` and ``norm_eval`` through
 of plain timm checkpoints that reports what matched. It never downloads anything.
 
 timm's stages are groups of timm's own modules (:class:`TimmStage`), so the weights keep timm's
-module tree and a timm checkpoint loads without conversion.
+module tree and a timm checkpoint loads without conversion. Stage 0 is the stride-4 level, as in
+every other backbone: timm's feature levels finer than stride 4 belong to the stem.
 """
 import difflib
 import os
@@ -20,6 +21,9 @@ from torch import nn
 
 from .base import BaseBackbone
 
+# Stage 0 is the first timm feature level at this stride or coarser; finer levels (a resnet's
+# act1, an efficientnet's blocks.0, a regnet's stem, all at stride 2) belong to the stem.
+STAGE0_STRIDE = 4
 # mmcv layer configs have no meaning for timm's layers; timm would ignore some of them silently.
 MMCV_ONLY_ARGS = ('norm_cfg', 'conv_cfg', 'act_cfg', 'dcn', 'stage_with_dcn', 'style')
 # How a key of a plain timm checkpoint is named inside each of timm's feature wrappers, tried in
@@ -162,23 +166,27 @@ class TimmBackbone(BaseBackbone):
     ``feature_info``. So configs never guess FPN ``in_channels``:
     ``mmbackbones.get_feature_info(cfg.model.backbone)`` (or ``model.out_channels``) gives them.
 
-    Stage ``i`` is timm's feature ``i``: the module that feature is taken from plus the modules
-    between it and the previous feature; the stem is every module before feature 0. Feature 0 is
-    a stride-2 map for many CNNs (resnet ``act1``, regnet ``stem``, efficientnet ``blocks.0``)
-    and the stride-4 stage for convnext; a ViT's features are its blocks. So for a timm resnet,
-    ``out_indices=(1, 2, 3, 4)`` are layer1-layer4 and ``frozen_stages=2`` freezes what mmdet's
-    ResNet ``frozen_stages=1`` freezes (stem and layer1).
+    Stages count the way they do for every other backbone and for mmdet's ResNet: stage 0 is
+    the stride-4 level. timm's feature levels finer than stride 4 (the stride-2 map of many
+    CNNs: resnet ``act1``, regnet ``stem``, efficientnet ``blocks.0``) are part of the stem
+    (``stem_levels`` of them), so for a timm resnet ``out_indices=(0, 1, 2, 3)`` are
+    layer1-layer4 and ``frozen_stages=1`` freezes the stem and layer1, exactly as in mmdet's
+    ResNet. A model whose first level is stride 4 or coarser (convnext, a ViT's blocks, a
+    stride-8 start) folds nothing: stage 0 is its first level. Stage ``i`` is timm's feature
+    ``i + stem_levels`` (``timm_out_indices``): the module that feature is taken from plus the
+    modules between it and the previous feature; the stem is every module before stage 0.
 
     Args:
         model_name (str): A timm model name, e.g. ``'convnext_tiny'`` or ``'resnet50d'``
             (``timm.list_models()``); a pretrained tag (``'resnet50.a1_in1k'``) is allowed.
-        out_indices (Sequence[int], optional): timm feature indices to return, sorted and
-            unique, in ``0..len(feature_info) - 1``. Default: timm's default for the model.
-        num_stages (int, optional): timm features to build. Default: ``max(out_indices) + 1``,
-            as timm does (later stages are not built).
-        frozen_stages (int): -1 freezes nothing, 0 the stem, k the stem and stages 0..k-1
-            (timm features 0..k-1). Frozen parts are in eval mode with ``requires_grad=False``,
-            so they record no autograd graph. Default: -1.
+        out_indices (Sequence[int], optional): Stages to return, sorted and unique, in
+            ``0..len(feature_info) - stem_levels - 1``. Default: timm's default features for
+            the model, less those in the stem.
+        num_stages (int, optional): Stages to build. Default: ``max(out_indices) + 1``, as timm
+            does (later stages are not built).
+        frozen_stages (int): -1 freezes nothing, 0 the stem (with the levels finer than stride
+            4), k the stem and stages 1..k (``out_indices`` 0..k-1). Frozen parts are in eval
+            mode with ``requires_grad=False``, so they record no autograd graph. Default: -1.
         norm_eval (bool): Keep every BatchNorm in eval mode during training. Default: True.
         with_cp (bool): timm's gradient checkpointing (``set_grad_checkpointing``); an error
             for a model that has none. Default: False.
@@ -214,9 +222,9 @@ class TimmBackbone(BaseBackbone):
     Example:
         >>> import torch
         >>> from mmbackbones.models import TimmBackbone
-        >>> model = TimmBackbone('resnet18', out_indices=(1, 2, 3, 4), frozen_stages=2).eval()
-        >>> model.out_channels, model.out_strides
-        ((64, 128, 256, 512), (4, 8, 16, 32))
+        >>> model = TimmBackbone('resnet18', out_indices=(0, 1, 2, 3), frozen_stages=1).eval()
+        >>> model.out_channels, model.out_strides, model.stem_levels, model.timm_out_indices
+        ((64, 128, 256, 512), (4, 8, 16, 32), 1, (1, 2, 3, 4))
         >>> for out in model(torch.rand(1, 3, 224, 224)):
         ...     print(tuple(out.shape))
         (1, 64, 56, 56)
@@ -243,29 +251,34 @@ class TimmBackbone(BaseBackbone):
             pretrained = None
         timm_kwargs['in_chans'] = in_channels
 
-        info, default_indices = self._probe_feature_info(model_name, timm_kwargs)
+        info, default_levels = self._probe_feature_info(model_name, timm_kwargs)
+        stem_levels = self._count_stem_levels(info)
         if out_indices is None:
-            out_indices = default_indices
+            out_indices = self._stage_indices(default_levels, stem_levels, len(info))
+        max_stages = len(info) - stem_levels
         if num_stages is None:
-            num_stages = self._default_num_stages(out_indices, len(info))
-        super().__init__(max_stages=len(info), num_stages=num_stages, out_indices=out_indices,
+            num_stages = self._default_num_stages(out_indices, max_stages)
+        super().__init__(max_stages=max_stages, num_stages=num_stages, out_indices=out_indices,
                          frozen_stages=frozen_stages, norm_eval=norm_eval, with_cp=with_cp,
                          channels_last=channels_last, plugins=plugins, pretrained=pretrained,
                          init_cfg=init_cfg)
         self.model_name = model_name
-        built = tuple(range(self.num_stages))
-        # timm returns exactly out_indices unless more stages were asked for than they need.
-        timm_indices = self.out_indices if built[-1] == self.out_indices[-1] else built
-        self._picks = None if timm_indices == self.out_indices else list(self.out_indices)
+        self.stem_levels = stem_levels
+        levels = info[:self.stem_levels + self.num_stages]  # the timm features that are built
+        stage_levels = tuple(range(self.stem_levels, len(levels)))
+        wanted = self.timm_out_indices
+        # timm returns exactly the wanted levels unless more stages were asked for than they need
+        timm_indices = wanted if wanted[-1] == stage_levels[-1] else stage_levels
+        self._picks = None if timm_indices == wanted else list(self.out_indices)
         import timm
         self.timm_model = timm.create_model(model_name, features_only=True,
                                             out_indices=timm_indices,
                                             pretrained=load_timm_weights, **timm_kwargs)
         self._is_init = load_timm_weights  # init_weights() must not touch loaded weights
-        for feature in info[:self.num_stages]:
+        for feature in levels[self.stem_levels:]:
             self.stage_channels.append(int(feature['num_chs']))
             self.stage_strides.append(int(feature['reduction']))
-        self._build_stage_views(info[:self.num_stages])
+        self._build_stage_views(levels)
         if self.with_cp:
             self._enable_grad_checkpointing()
         self.init_conventions()
@@ -371,6 +384,32 @@ class TimmBackbone(BaseBackbone):
         return [dict(f) for f in probe.feature_info.info], defaults
 
     @staticmethod
+    def _count_stem_levels(info: List[dict]) -> int:
+        """How many leading timm feature levels are finer than stride 4 (folded into the stem).
+
+        At least one level always stays a stage, so a model whose every level is finer than
+        stride 4 keeps its last level as stage 0.
+        """
+        count = 0
+        while count < len(info) - 1 and int(info[count]['reduction']) < STAGE0_STRIDE:
+            count += 1
+        return count
+
+    @staticmethod
+    def _stage_indices(levels: Sequence[int], stem_levels: int, num_levels: int
+                       ) -> Tuple[int, ...]:
+        """timm feature levels -> stage indices; levels inside the stem are dropped (all
+        stages when nothing is left)."""
+        stages = tuple(level - stem_levels for level in levels if level >= stem_levels)
+        return stages or tuple(range(num_levels - stem_levels))
+
+    @property
+    def timm_out_indices(self) -> Tuple[int, ...]:
+        """timm's feature indices (``feature_info``) of the returned maps: ``out_indices``
+        shifted by the levels folded into the stem."""
+        return tuple(i + self.stem_levels for i in self.out_indices)
+
+    @staticmethod
     def _default_num_stages(out_indices: Sequence[int], max_stages: int) -> int:
         """``max(out_indices) + 1``; invalid indices fall back to all stages (validated later)."""
         try:
@@ -392,9 +431,13 @@ class TimmBackbone(BaseBackbone):
                                    f'model {type(self.timm_model).__name__} does not contain.')
             cuts.append(found[0])
         groups = _group_by_features(self.timm_model, cuts)
+        # the stem: what runs before feature 0, and the levels finer than stride 4
+        stem_groups, stage_groups = groups[:self.stem_levels + 1], groups[self.stem_levels + 1:]
+        stem = ([n for modules, _ in stem_groups for n in modules],
+                [n for _, tensors in stem_groups for n in tensors])
         views = [TimmStage(self, [f'timm_model.{n}' for n in module_names],
                            [f'timm_model.{n}' for n in tensor_names])
-                 for module_names, tensor_names in groups]
+                 for module_names, tensor_names in [stem] + stage_groups]
         del self.stages  # BaseBackbone's ModuleList: timm's modules stay in timm's tree
         self.stem = views[0]
         self.stages = views[1:]

@@ -3,7 +3,7 @@ import warnings
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
-from ..layers.conv_module import ConvModule
+from ..layers.conv_module import FoldableConvModule
 from mmdet.registry import MODELS
 from torch import nn
 
@@ -42,15 +42,15 @@ DETECTION_STRIDES = (4, 8, 16, 32)
 
 
 def conv_norm(in_channels: int, out_channels: int, kernel_size: int, norm_cfg: Optional[dict],
-              stride: int = 1, padding: int = 0) -> ConvModule:
+              stride: int = 1, padding: int = 0) -> FoldableConvModule:
     """Conv (with bias) + norm, no activation.
 
     The bias before the norm is redundant but kept: official checkpoints carry it.
     """
     with warnings.catch_warnings():  # mmcv warns about exactly that bias
         warnings.filterwarnings('ignore', message='Unnecessary conv bias')
-        return ConvModule(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
-                          bias=True, norm_cfg=norm_cfg, act_cfg=None)
+        return FoldableConvModule(in_channels, out_channels, kernel_size, stride=stride,
+                                  padding=padding, bias=True, norm_cfg=norm_cfg, act_cfg=None)
 
 
 class DeepTrainingReLU(nn.LeakyReLU):

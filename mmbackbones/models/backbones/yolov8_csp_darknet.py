@@ -2,7 +2,7 @@
 import math
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
-from ..layers.conv_module import ConvModule
+from ..layers.conv_module import FoldableConvModule
 from mmdet.registry import MODELS
 from torch import nn
 
@@ -147,7 +147,7 @@ class YOLOv8CSPDarknet(BaseBackbone):
         cfgs: Dict[str, Optional[dict]] = dict(conv_cfg=conv_cfg, norm_cfg=norm_cfg,
                                                act_cfg=act_cfg)
         if stem_type == 'conv':
-            stem = ConvModule(in_channels, stem_channels, 3, stride=2, padding=1, **cfgs)
+            stem = FoldableConvModule(in_channels, stem_channels, 3, stride=2, padding=1, **cfgs)
         else:
             stem = Focus(in_channels, stem_channels, 3, **cfgs)
         self.stem = nn.Sequential(stem)

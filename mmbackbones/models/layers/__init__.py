@@ -1,6 +1,6 @@
 from .activation_checkpoint import maybe_checkpoint
 from .conv_fusion import conv_from_weights, fuse_conv_bn, is_batch_norm, merge_conv_then_pointwise
-from .conv_module import ConvModule, bn_folding
+from .conv_module import FoldableConvModule, FoldableDepthwiseSeparableConvModule, bn_folding
 from .csp import SPPF, C2f, C2fBottleneck, Focus, yolo_conv
 from .frozen_batch_norm import FrozenBatchNorm2d, check_freeze_norm, freeze_batch_norm
 from .hg_block import HGBlock, HGConvModule, LearnableAffine, LightConvModule
@@ -15,7 +15,8 @@ from .squeeze_excite import EffectiveSE
 __all__ = ['maybe_checkpoint', 'OSAModule', 'vovnet_conv3x3', 'PluginSequence', 'apply_plugins',
            'EffectiveSE', 'ShuffleUnit', 'channel_shuffle',
            'SPPF', 'C2f', 'C2fBottleneck', 'Focus', 'yolo_conv',
-           'SeriesActivation', 'ConvModule', 'bn_folding', 'is_batch_norm', 'fuse_conv_bn', 'merge_conv_then_pointwise', 'conv_from_weights',
+           'SeriesActivation', 'FoldableConvModule', 'FoldableDepthwiseSeparableConvModule',
+           'bn_folding', 'is_batch_norm', 'fuse_conv_bn', 'merge_conv_then_pointwise', 'conv_from_weights',
            'ElementScale', 'MultiOrderDWConv', 'MultiOrderGatedAggregation',
            'ChannelAggregationFFN', 'MogaBlock',
            'FrozenBatchNorm2d', 'check_freeze_norm', 'freeze_batch_norm',

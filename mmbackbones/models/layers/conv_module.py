@@ -1,9 +1,11 @@
-"""mmcv's ConvModule with BatchNorm folded into the conv for inference.
+"""mmcv's ConvModule (and DepthwiseSeparableConvModule) with BatchNorm folded into the conv for
+inference.
 
 In eval mode with gradients off (``torch.no_grad`` / ``torch.inference_mode``: mmengine's val
 and test loops, ``mmdet.apis`` inference), conv + BN + activation is one op: the BN statistics
 and affine parameters are folded into the conv's weight and bias, and on the CPU the
-activation runs inside the oneDNN convolution (ReLU, SiLU). This is the fusion ultralytics'
+activation runs inside the oneDNN convolution (SiLU; ReLU right after it, in place, because
+oneDNN's fused ReLU turns NaN into 0 where torch's keeps it). This is the fusion ultralytics'
 ``fuse()`` and deployment tools apply by hand; here it needs no call and no export step, and
 the module, its parameters and its state dict stay as they are.
 
@@ -11,24 +13,26 @@ The folded weights are cached and rebuilt whenever any source tensor changes (an
 step, ``load_state_dict``, ``.to()``), detected through each tensor's storage and version
 counter, and on every ``train()`` / ``eval()`` call (mmengine's EMAHook swaps weights through
 ``.data``, which no version counter sees, and then calls ``model.eval()``). Whoever edits
-weights through ``.data`` in eval mode by hand should call ``eval()`` again afterwards. Anything the fold cannot express exactly runs mmcv's own forward: training
+weights through ``.data`` in eval mode by hand should call ``eval()`` again afterwards.
+Anything the fold cannot express exactly runs mmcv's own forward: training
 mode, gradients on, a norm other than BatchNorm / FrozenBatchNorm, a non-plain conv (DCN,
 explicit padding layers), another layer order, ``activate=False`` / ``norm=False``, tracing,
 scripting and ``torch.compile`` (which folds on its own).
 """
 import contextlib
-from typing import Iterator, Tuple
+from typing import Iterator, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
-from mmcv.cnn import ConvModule as _MMCVConvModule
+from mmcv.cnn import ConvModule as MMCVConvModule
 from mmcv.cnn.bricks.swish import Swish
 from torch import nn
 
 from .conv_fusion import fuse_conv_bn, is_batch_norm
 
-# activation modules oneDNN's fused convolution runs itself (its 'attr' names)
-_ONEDNN_ACTIVATIONS = {nn.ReLU: 'relu', nn.SiLU: 'swish', Swish: 'swish'}
+# activation modules oneDNN's fused convolution runs itself (its 'attr' names); its ReLU is
+# max(x, 0), which maps NaN to 0, so ReLU runs as torch's relu_ on the conv output instead
+_ONEDNN_ACTIVATIONS = {nn.SiLU: 'swish', Swish: 'swish'}
 
 
 def _onednn_pointwise_available() -> bool:
@@ -58,9 +62,12 @@ def bn_folding(enabled: bool) -> Iterator[None]:
         _FOLDING_OFF = previous
 
 
-class ConvModule(_MMCVConvModule):
+class FoldableConvModule(MMCVConvModule):
     """mmcv's ``ConvModule`` (same arguments, parameters and state dict), whose eval-mode,
     no-grad forward is a single convolution with the BatchNorm folded in.
+
+    Named apart from mmcv's ``ConvModule`` so the two are never confused: every conv + norm + act
+    of mmbackbones is this class (or :class:`FoldableDepthwiseSeparableConvModule`).
 
     Attributes:
         fuse_bn_eval (bool): Use the folded path when it applies. The backbone sets it from its
@@ -102,7 +109,7 @@ class ConvModule(_MMCVConvModule):
         self.__dict__['_fold_cache'] = (key, weight, bias)
         return weight, bias
 
-    def train(self, mode: bool = True) -> 'ConvModule':
+    def train(self, mode: bool = True) -> 'FoldableConvModule':
         # Every train() / eval() call starts a fresh fold. Writes through ``.data`` (mmengine's
         # EMAHook swaps weights that way before validation, then calls model.eval()) do not
         # move a tensor's version counter, so this is what catches them.
@@ -113,12 +120,67 @@ class ConvModule(_MMCVConvModule):
         weight, bias = self._folded_params()
         conv = self.conv
         act = self.activate if self.with_activation else None
-        attr = 'none' if act is None else _ONEDNN_ACTIVATIONS.get(type(act))
+        relu = type(act) is nn.ReLU
+        attr = 'none' if act is None or relu else _ONEDNN_ACTIVATIONS.get(type(act))
         if (_ONEDNN and attr is not None and x.device.type == 'cpu'
                 and x.dtype == weight.dtype == torch.float32
                 and not torch.is_autocast_enabled('cpu')):
-            return torch.ops.mkldnn._convolution_pointwise(
+            out = torch.ops.mkldnn._convolution_pointwise(
                 x, weight, bias, list(conv.padding), list(conv.stride), list(conv.dilation),
                 conv.groups, attr, [], '')
+            return torch.relu_(out) if relu else out
         out = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
         return out if act is None else act(out)
+
+
+class FoldableDepthwiseSeparableConvModule(nn.Module):
+    """mmcv's ``DepthwiseSeparableConvModule`` built from :class:`FoldableConvModule`, so the
+    depthwise and the pointwise conv + BN (+ act) both fold in eval mode under ``no_grad``.
+
+    Same arguments, submodule names (``depthwise_conv``, ``pointwise_conv``), parameters, state
+    dict keys, construction order (so a seeded build initialises the same weights) and forward
+    as mmcv's, whose own class always builds mmcv's unfolded ``ConvModule``.
+
+    Args:
+        in_channels (int): Input channels.
+        out_channels (int): Output channels of the pointwise conv.
+        kernel_size (int | tuple[int, int]): Kernel of the depthwise conv.
+        stride, padding, dilation: Of the depthwise conv. Default: 1, 0, 1.
+        norm_cfg (dict, optional): Norm of both convs unless overridden. Default: None.
+        act_cfg (dict, optional): Activation of both convs unless overridden.
+            Default: ``dict(type='ReLU')``.
+        dw_norm_cfg, dw_act_cfg, pw_norm_cfg, pw_act_cfg (dict | str, optional): Per-conv
+            overrides; ``'default'`` takes ``norm_cfg`` / ``act_cfg``. Default: ``'default'``.
+        **kwargs: Other :class:`FoldableConvModule` arguments, shared by both (``groups`` is
+            not allowed: the depthwise conv has ``groups=in_channels``).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int,
+                 kernel_size: Union[int, Tuple[int, int]],
+                 stride: Union[int, Tuple[int, int]] = 1,
+                 padding: Union[int, Tuple[int, int]] = 0,
+                 dilation: Union[int, Tuple[int, int]] = 1,
+                 norm_cfg: Optional[dict] = None, act_cfg: Optional[dict] = dict(type='ReLU'),
+                 dw_norm_cfg: Union[dict, str, None] = 'default',
+                 dw_act_cfg: Union[dict, str, None] = 'default',
+                 pw_norm_cfg: Union[dict, str, None] = 'default',
+                 pw_act_cfg: Union[dict, str, None] = 'default', **kwargs) -> None:
+        super().__init__()
+        if 'groups' in kwargs:
+            raise ValueError(f"FoldableDepthwiseSeparableConvModule: groups={kwargs['groups']!r} "
+                             f'cannot be set; the depthwise conv has groups=in_channels and the '
+                             f'pointwise conv groups=1.')
+
+        def pick(cfg: Union[dict, str, None], default: Optional[dict]) -> Optional[dict]:
+            return default if isinstance(cfg, str) and cfg == 'default' else cfg
+
+        self.depthwise_conv = FoldableConvModule(
+            in_channels, in_channels, kernel_size, stride=stride, padding=padding,
+            dilation=dilation, groups=in_channels, norm_cfg=pick(dw_norm_cfg, norm_cfg),
+            act_cfg=pick(dw_act_cfg, act_cfg), **kwargs)
+        self.pointwise_conv = FoldableConvModule(
+            in_channels, out_channels, 1, norm_cfg=pick(pw_norm_cfg, norm_cfg),
+            act_cfg=pick(pw_act_cfg, act_cfg), **kwargs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pointwise_conv(self.depthwise_conv(x))

@@ -1,18 +1,17 @@
 """YOLO-family CSP bricks: the Focus stem, the C2f block and SPPF.
 
-Every conv is an mmcv ``ConvModule`` (conv + norm + act), so ``conv_cfg`` / ``norm_cfg`` /
-``act_cfg`` work the mmdet way; with YOLOv8's settings (BN, SiLU) a ``ConvModule`` computes
-exactly ultralytics' ``Conv``.
+Every conv is a ``FoldableConvModule`` (mmcv's conv + norm + act, BN folded at inference), so
+``conv_cfg`` / ``norm_cfg`` / ``act_cfg`` work the mmdet way; with YOLOv8's settings (BN, SiLU)
+it computes exactly ultralytics' ``Conv``.
 """
 from typing import List, Optional
 
 import torch
 import torch.nn.functional as F
-from mmcv.cnn import DepthwiseSeparableConvModule
 from torch import nn
 
 from .activation_checkpoint import maybe_checkpoint
-from .conv_module import ConvModule
+from .conv_module import FoldableConvModule, FoldableDepthwiseSeparableConvModule
 from .plugin import PluginSequence, apply_plugins
 
 
@@ -20,7 +19,8 @@ def yolo_conv(in_channels: int, out_channels: int, kernel_size: int, stride: int
               use_depthwise: bool = False, **cfgs) -> nn.Module:
     """A ``kernel_size`` conv + norm + act with 'same' padding; depthwise-separable
     (depthwise kxk + norm + act, then pointwise 1x1 + norm + act) when ``use_depthwise``."""
-    conv = DepthwiseSeparableConvModule if use_depthwise and kernel_size > 1 else ConvModule
+    conv = (FoldableDepthwiseSeparableConvModule if use_depthwise and kernel_size > 1
+            else FoldableConvModule)
     return conv(in_channels, out_channels, kernel_size, stride=stride,
                 padding=kernel_size // 2, **cfgs)
 
@@ -37,13 +37,13 @@ class Focus(nn.Module):
         in_channels (int): Image channels.
         out_channels (int): Channels after the conv.
         kernel_size (int): Kernel of the conv after slicing. Default: 3.
-        **cfgs: ``conv_cfg`` / ``norm_cfg`` / ``act_cfg`` of the ConvModule.
+        **cfgs: ``conv_cfg`` / ``norm_cfg`` / ``act_cfg`` of the FoldableConvModule.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, **cfgs) -> None:
         super().__init__()
-        self.conv = ConvModule(4 * in_channels, out_channels, kernel_size,
-                               padding=kernel_size // 2, **cfgs)
+        self.conv = FoldableConvModule(4 * in_channels, out_channels, kernel_size,
+                                       padding=kernel_size // 2, **cfgs)
 
     @staticmethod
     def space_to_depth(x: torch.Tensor) -> torch.Tensor:
@@ -94,7 +94,7 @@ class C2f(nn.Module):
         plugins (dict[str, list[dict]], optional): Plugin configs by position,
             ``'after_bottleneck'`` and/or ``'after_c2f'`` (after ``final_conv``).
         with_cp (bool): Recompute the block's activations in backward. Default: False.
-        **cfgs: ``conv_cfg`` / ``norm_cfg`` / ``act_cfg`` of every ConvModule.
+        **cfgs: ``conv_cfg`` / ``norm_cfg`` / ``act_cfg`` of every FoldableConvModule.
     """
 
     plugin_positions = ('after_bottleneck', 'after_c2f')
@@ -107,12 +107,12 @@ class C2f(nn.Module):
         plugins = plugins or {}
         self.hidden_channels = int(out_channels * expand_ratio)
         self.with_cp = with_cp
-        self.main_conv = ConvModule(in_channels, 2 * self.hidden_channels, 1, **cfgs)
+        self.main_conv = FoldableConvModule(in_channels, 2 * self.hidden_channels, 1, **cfgs)
         self.blocks = nn.ModuleList(
             C2fBottleneck(self.hidden_channels, add_identity, use_depthwise,
                           plugins.get('after_bottleneck'), **cfgs) for _ in range(num_blocks))
-        self.final_conv = ConvModule((2 + num_blocks) * self.hidden_channels, out_channels, 1,
-                                     **cfgs)
+        self.final_conv = FoldableConvModule((2 + num_blocks) * self.hidden_channels,
+                                             out_channels, 1, **cfgs)
         self.plugins_after_c2f = PluginSequence.build(plugins.get('after_c2f'), out_channels)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -141,9 +141,9 @@ class SPPF(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 5, **cfgs) -> None:
         super().__init__()
         hidden = in_channels // 2
-        self.conv1 = ConvModule(in_channels, hidden, 1, **cfgs)
+        self.conv1 = FoldableConvModule(in_channels, hidden, 1, **cfgs)
         self.pool = nn.MaxPool2d(kernel_size, stride=1, padding=kernel_size // 2)
-        self.conv2 = ConvModule(4 * hidden, out_channels, 1, **cfgs)
+        self.conv2 = FoldableConvModule(4 * hidden, out_channels, 1, **cfgs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y1 = self.conv1(x)

@@ -2,7 +2,7 @@
 from typing import Dict, List, Optional
 
 import torch
-from .conv_module import ConvModule
+from .conv_module import FoldableConvModule
 from torch import nn
 
 from .activation_checkpoint import maybe_checkpoint
@@ -21,8 +21,9 @@ class LearnableAffine(nn.Module):
         return self.scale * x + self.bias
 
 
-class HGConvModule(ConvModule):
-    """mmcv's ConvModule (conv, norm, act) with a :class:`LearnableAffine` after the activation.
+class HGConvModule(FoldableConvModule):
+    """:class:`FoldableConvModule` (conv, norm, act) with a :class:`LearnableAffine` after the
+    activation.
 
     The affine block exists only when ``use_lab`` is set and the unit has an activation, as in
     PP-HGNetV2. Padding defaults to ``(kernel_size - 1) // 2``.

@@ -2,11 +2,10 @@
 from typing import Dict, List, Optional
 
 import torch
-from mmcv.cnn import DepthwiseSeparableConvModule
 from torch import nn
 
 from .activation_checkpoint import maybe_checkpoint
-from .conv_module import ConvModule
+from .conv_module import FoldableConvModule, FoldableDepthwiseSeparableConvModule
 from .plugin import PluginSequence, apply_plugins
 from .squeeze_excite import EffectiveSE
 
@@ -20,11 +19,11 @@ def vovnet_conv3x3(in_channels: int, out_channels: int, *, stride: int = 1, dept
     activation only after the 1x1: the official dw_conv3x3 has nothing between the two.
     """
     if depthwise:
-        return DepthwiseSeparableConvModule(
+        return FoldableDepthwiseSeparableConvModule(
             in_channels, out_channels, 3, stride=stride, padding=1, bias=False, conv_cfg=conv_cfg,
             norm_cfg=norm_cfg, act_cfg=act_cfg, dw_norm_cfg=None, dw_act_cfg=None)
-    return ConvModule(in_channels, out_channels, 3, stride=stride, padding=1, bias=False,
-                      conv_cfg=conv_cfg, norm_cfg=norm_cfg, act_cfg=act_cfg)
+    return FoldableConvModule(in_channels, out_channels, 3, stride=stride, padding=1, bias=False,
+                              conv_cfg=conv_cfg, norm_cfg=norm_cfg, act_cfg=act_cfg)
 
 
 class OSAModule(nn.Module):
@@ -68,14 +67,15 @@ class OSAModule(nn.Module):
         conv_kw = dict(conv_cfg=conv_cfg, norm_cfg=norm_cfg, act_cfg=act_cfg)
         self.reduction = None
         if depthwise and in_channels != stage_channels:
-            self.reduction = ConvModule(in_channels, stage_channels, 1, bias=False, **conv_kw)
+            self.reduction = FoldableConvModule(in_channels, stage_channels, 1, bias=False,
+                                                **conv_kw)
         self.layers = nn.ModuleList()
         channels = stage_channels if depthwise else in_channels
         for _ in range(layer_per_block):
             self.layers.append(vovnet_conv3x3(channels, stage_channels, depthwise=depthwise, **conv_kw))
             channels = stage_channels
-        self.concat = ConvModule(in_channels + layer_per_block * stage_channels, out_channels, 1,
-                                 bias=False, **conv_kw)
+        self.concat = FoldableConvModule(in_channels + layer_per_block * stage_channels,
+                                         out_channels, 1, bias=False, **conv_kw)
         self.ese = EffectiveSE(out_channels) if ese else None
         plugins = plugins or {}
         self.plugins_after_concat = PluginSequence.build(plugins.get('after_concat'), out_channels)

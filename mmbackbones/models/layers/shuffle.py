@@ -2,7 +2,7 @@
 from typing import List, Optional
 
 import torch
-from .conv_module import ConvModule
+from .conv_module import FoldableConvModule
 from torch import nn
 
 from .activation_checkpoint import maybe_checkpoint
@@ -42,15 +42,15 @@ class ShuffleUnit(nn.Module):
         self.branch1 = None
         if stride == 2:
             self.branch1 = nn.Sequential(
-                ConvModule(in_channels, in_channels, 3, stride=2, padding=1, groups=in_channels,
-                           act_cfg=None, **kw),
-                ConvModule(in_channels, branch, 1, act_cfg=act_cfg, **kw))
+                FoldableConvModule(in_channels, in_channels, 3, stride=2, padding=1,
+                                   groups=in_channels, act_cfg=None, **kw),
+                FoldableConvModule(in_channels, branch, 1, act_cfg=act_cfg, **kw))
         branch2_in = in_channels if stride == 2 else branch
         self.branch2 = nn.Sequential(
-            ConvModule(branch2_in, branch, 1, act_cfg=act_cfg, **kw),
-            ConvModule(branch, branch, 3, stride=stride, padding=1, groups=branch, act_cfg=None,
-                       **kw),
-            ConvModule(branch, branch, 1, act_cfg=act_cfg, **kw))
+            FoldableConvModule(branch2_in, branch, 1, act_cfg=act_cfg, **kw),
+            FoldableConvModule(branch, branch, 3, stride=stride, padding=1, groups=branch,
+                               act_cfg=None, **kw),
+            FoldableConvModule(branch, branch, 1, act_cfg=act_cfg, **kw))
         self.plugins_after_block = PluginSequence.build(plugins, out_channels)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""TimmBackbone: parity with timm's features_only models, stage mapping, loading, errors.
+"""TimmBackbone: parity with timm's features_only models, the stage convention (stage 0 is the
+stride-4 level; finer timm levels are in the stem), loading, errors.
 
 The shared conventions contract runs on it in test_conventions.py (a tiny inception_next).
 Here each family is a small real timm model; weights are random with randomised BN statistics.
@@ -20,29 +21,41 @@ from tests.numerics import max_abs_diff, randomize
 init_default_scope('mmdet')
 ODD_INPUT = (1, 3, 67, 93)
 
-# One small model per family, timm's kwargs to make it smaller, and the out_indices a detector
-# uses. `frozen` lists, for frozen_stages=1 and 2, a parameter that must then be frozen and one
-# that must stay trainable, by timm's own module names (feature_info: resnet feature 0 is act1,
-# regnet's is the stem, efficientnet's is blocks.0, convnext's is stages.0).
+# One small model per family, timm's kwargs to make it smaller, the out_indices a detector uses
+# and the timm features they are (timm_indices: feature_info levels finer than stride 4 belong
+# to the stem, so stage 0 is the stride-4 level: resnet feature 0 is act1, regnet's is the stem,
+# efficientnet's is blocks.0, all stride 2; convnext's stages.0 is stride 4 and a ViT's blocks
+# are stride 16, so nothing is folded there). `frozen` lists, for frozen_stages=0, 1 and 2, a
+# parameter that must then be frozen and one that must stay trainable, by timm's module names.
 FAMILIES = {
-    'resnet': dict(model_name='resnet10t', out_indices=(1, 2, 3, 4), kwargs={},
-                   frozen={1: ('conv1.0.weight', 'layer1.0.conv1.weight'),
-                           2: ('layer1.0.conv1.weight', 'layer2.0.conv1.weight')}),
+    'resnet': dict(model_name='resnet10t', out_indices=(0, 1, 2, 3), kwargs={},
+                   timm_indices=(1, 2, 3, 4),
+                   frozen={0: ('conv1.0.weight', 'layer1.0.conv1.weight'),
+                           1: ('layer1.0.conv1.weight', 'layer2.0.conv1.weight'),
+                           2: ('layer2.0.conv1.weight', 'layer3.0.conv1.weight')}),
     'convnext': dict(model_name='convnext_atto', out_indices=(0, 1, 2, 3),
                      kwargs=dict(depths=(1, 1, 2, 1), dims=(16, 24, 32, 40)),
-                     frozen={1: ('stages.0.blocks.0.conv_dw.weight',
+                     timm_indices=(0, 1, 2, 3),
+                     frozen={0: ('stem.0.weight', 'stages.0.blocks.0.conv_dw.weight'),
+                             1: ('stages.0.blocks.0.conv_dw.weight',
                                  'stages.1.blocks.0.conv_dw.weight'),
                              2: ('stages.1.downsample.1.weight',
                                  'stages.2.blocks.0.conv_dw.weight')}),
-    'efficientnet': dict(model_name='efficientnet_b0', out_indices=(1, 2, 3, 4), kwargs={},
-                         frozen={1: ('blocks.0.0.conv_dw.weight', 'blocks.1.0.conv_pw.weight'),
-                                 2: ('blocks.1.0.conv_pw.weight', 'blocks.2.0.conv_pw.weight')}),
-    'regnet': dict(model_name='regnetx_002', out_indices=(1, 2, 3, 4), kwargs={},
-                   frozen={1: ('stem.conv.weight', 's1.b1.conv1.conv.weight'),
-                           2: ('s1.b1.conv1.conv.weight', 's2.b1.conv1.conv.weight')}),
+    'efficientnet': dict(model_name='efficientnet_b0', out_indices=(0, 1, 2, 3), kwargs={},
+                         timm_indices=(1, 2, 3, 4),
+                         frozen={0: ('blocks.0.0.conv_dw.weight', 'blocks.1.0.conv_pw.weight'),
+                                 1: ('blocks.1.0.conv_pw.weight', 'blocks.2.0.conv_pw.weight'),
+                                 2: ('blocks.2.0.conv_pw.weight', 'blocks.3.0.conv_pw.weight')}),
+    'regnet': dict(model_name='regnetx_002', out_indices=(0, 1, 2, 3), kwargs={},
+                   timm_indices=(1, 2, 3, 4),
+                   frozen={0: ('stem.conv.weight', 's1.b1.conv1.conv.weight'),
+                           1: ('s1.b1.conv1.conv.weight', 's2.b1.conv1.conv.weight'),
+                           2: ('s2.b1.conv1.conv.weight', 's3.b1.conv1.conv.weight')}),
     'vit': dict(model_name='vit_tiny_patch16_224', out_indices=(1, 2, 3),
                 kwargs=dict(depth=4, embed_dim=48, num_heads=3, img_size=(64, 96)),
-                frozen={1: ('pos_embed', 'blocks.1.attn.qkv.weight'),
+                timm_indices=(1, 2, 3),
+                frozen={0: ('pos_embed', 'blocks.0.attn.qkv.weight'),
+                        1: ('blocks.0.attn.qkv.weight', 'blocks.1.attn.qkv.weight'),
                         2: ('blocks.1.attn.qkv.weight', 'blocks.2.attn.qkv.weight')}),
 }
 CNNS = ['resnet', 'convnext', 'efficientnet', 'regnet']
@@ -80,7 +93,7 @@ def timm_features(family: str, path) -> torch.nn.Module:
     """timm's own features_only model, loaded by timm's own loader from the local file."""
     spec = FAMILIES[family]
     return timm.create_model(spec['model_name'], features_only=True,
-                             out_indices=spec['out_indices'], pretrained=True,
+                             out_indices=spec['timm_indices'], pretrained=True,
                              pretrained_cfg_overlay=dict(file=str(path)), **spec['kwargs']).eval()
 
 
@@ -103,10 +116,13 @@ def test_outputs_equal_timm_features_only(family, timm_checkpoint):
     x = input_for(family)
     with torch.no_grad():
         expected, outs = reference(x), model(x)
+    assert model.timm_out_indices == FAMILIES[family]['timm_indices']
     assert max_abs_diff(outs, expected) == 0.0
     assert tuple(o.shape[1] for o in outs) == model.out_channels
     assert model.out_channels == tuple(reference.feature_info.channels())
     assert model.out_strides == tuple(reference.feature_info.reduction())
+    if family != 'vit':
+        assert model.out_strides[0] == 4  # stage 0 is the stride-4 level
 
 
 @pytest.mark.parametrize('family', ['resnet', 'efficientnet'])
@@ -157,7 +173,7 @@ def _param(model: TimmBackbone, timm_name: str) -> torch.nn.Parameter:
 
 
 @pytest.mark.parametrize('family', list(FAMILIES))
-@pytest.mark.parametrize('frozen', [1, 2])
+@pytest.mark.parametrize('frozen', [0, 1, 2])
 def test_frozen_stages_follow_timm_feature_modules(family, frozen):
     model = ours(family, frozen_stages=frozen, norm_eval=False).train()
     frozen_name, trainable_name = FAMILIES[family]['frozen'][frozen]
@@ -249,16 +265,80 @@ def test_feature_info_gives_fpn_in_channels(family):
 
 
 def test_num_stages_and_out_indices_select_timms_features():
-    full = ours('resnet', out_indices=(0, 1, 2, 3, 4)).eval()
-    picked = ours('resnet', out_indices=(1, 3), num_stages=5).eval()
+    full = ours('resnet', out_indices=(0, 1, 2, 3)).eval()
+    picked = ours('resnet', out_indices=(0, 2), num_stages=4).eval()
     picked.load_state_dict(full.state_dict())
-    assert len(picked.stages) == 5 and picked.out_channels == (64, 256)
+    assert len(picked.stages) == 4 and picked.out_channels == (64, 256)
+    assert picked.timm_out_indices == (1, 3)
     x = input_for('resnet')
     with torch.no_grad():
         all_outs, outs = full(x), picked(x)
-    assert torch.equal(outs[0], all_outs[1]) and torch.equal(outs[1], all_outs[3])
-    default = TimmBackbone('regnetx_002')  # timm's default out_indices: all 5 features
-    assert default.out_indices == (0, 1, 2, 3, 4) and default.out_strides == (2, 4, 8, 16, 32)
+    assert torch.equal(outs[0], all_outs[0]) and torch.equal(outs[1], all_outs[2])
+    default = TimmBackbone('regnetx_002')  # timm's default: all 5 features, the first in the stem
+    assert default.out_indices == (0, 1, 2, 3) and default.out_strides == (4, 8, 16, 32)
+    assert default.stem_levels == 1 and default.timm_out_indices == (1, 2, 3, 4)
+
+
+# ---------------------------------------------------------------- one stage convention
+# Models by the stride of their first timm feature levels. Expected, from the architectures:
+# how many levels are finer than stride 4 (the stem holds them), the strides of the stages,
+# parameters frozen_stages=0 freezes (stem + those levels) and the first one of stage 0.
+CONVENTION = {
+    'resnet50d': dict(stem_levels=1, strides=(4, 8, 16, 32), kwargs={},
+                      stem=('conv1.0.weight', 'conv1.6.weight', 'bn1.weight'),
+                      stage0='layer1.0.conv1.weight'),
+    'efficientnet_b0': dict(stem_levels=1, strides=(4, 8, 16, 32), kwargs={},
+                            stem=('conv_stem.weight', 'bn1.weight', 'blocks.0.0.conv_dw.weight',
+                                  'blocks.0.0.conv_pw.weight'),
+                            stage0='blocks.1.0.conv_pw.weight'),
+    'regnetx_002': dict(stem_levels=1, strides=(4, 8, 16, 32), kwargs={},
+                        stem=('stem.conv.weight', 'stem.bn.weight'),
+                        stage0='s1.b1.conv1.conv.weight'),
+    'dla34': dict(stem_levels=2, strides=(4, 8, 16, 32), kwargs={},  # levels at strides 1, 2
+                  stem=('base_layer.0.weight', 'level0.0.weight', 'level1.0.weight'),
+                  stage0='level2.tree1.conv1.weight'),
+    'convnext_tiny': dict(stem_levels=0, strides=(4, 8, 16, 32), kwargs={},  # first level: 4
+                          stem=('stem.0.weight', 'stem.1.weight'),
+                          stage0='stages.0.blocks.0.conv_dw.weight'),
+    'vit_tiny_patch16_224': dict(stem_levels=0, strides=(16, 16, 16, 16),  # first level: 16
+                                 kwargs=dict(depth=4, img_size=64),
+                                 stem=('cls_token', 'pos_embed', 'patch_embed.proj.weight'),
+                                 stage0='blocks.0.attn.qkv.weight'),
+}
+
+
+@pytest.mark.parametrize('name', list(CONVENTION))
+def test_stage_zero_is_the_stride_4_level(name):
+    """timm's levels finer than stride 4 are in the stem; frozen_stages=0 freezes them with it,
+    k freezes the stem and stages 1..k, as for every other backbone (built on meta: no memory)."""
+    spec = CONVENTION[name]
+    with torch.device('meta'):
+        reference = timm.create_model(name, features_only=True, **spec['kwargs'])
+        reductions = [int(f['reduction']) for f in reference.feature_info.info]  # every level
+        levels = len(reductions)
+        model = TimmBackbone(name, out_indices=tuple(range(levels - spec['stem_levels'])),
+                             frozen_stages=0, **spec['kwargs'])
+    assert model.stem_levels == spec['stem_levels'] == sum(r < 4 for r in reductions)
+    assert model.out_strides == spec['strides']
+    assert model.out_strides == tuple(reductions[spec['stem_levels']:])
+    assert model.timm_out_indices == tuple(range(spec['stem_levels'], levels))
+    for timm_name in spec['stem']:
+        assert not _param(model, timm_name).requires_grad, timm_name
+    assert _param(model, spec['stage0']).requires_grad
+    stem_ids = {id(p) for p in model.stem.parameters()}
+    for param_name, param in model.named_parameters():
+        assert param.requires_grad == (id(param) not in stem_ids), param_name
+    model.set_frozen_stages(1)
+    assert not _param(model, spec['stage0']).requires_grad
+    assert all(p.requires_grad for stage in model.stages[1:] for p in stage.parameters())
+
+
+def test_stem_keeps_at_least_one_stage():
+    """A model whose every level is finer than stride 4 keeps its last level as stage 0."""
+    assert TimmBackbone._count_stem_levels([dict(reduction=1), dict(reduction=2)]) == 1
+    assert TimmBackbone._count_stem_levels([dict(reduction=2), dict(reduction=4),
+                                            dict(reduction=8)]) == 1
+    assert TimmBackbone._count_stem_levels([dict(reduction=8), dict(reduction=16)]) == 0
 
 
 def test_timm_kwargs_and_in_channels_reach_timm():
@@ -335,9 +415,9 @@ def test_argument_errors():
         TimmBackbone('resnet10t', norm_cfg=dict(type='SyncBN'))
     with pytest.raises(ValueError, match='pass in_channels=1 instead'):
         TimmBackbone('resnet10t', in_chans=1)
-    with pytest.raises(ValueError, match=r'out_indices=\(1, 5\) has \[5\] outside the valid '
-                                         r'range 0\.\.4'):
-        TimmBackbone('resnet10t', out_indices=(1, 5))
+    with pytest.raises(ValueError, match=r'out_indices=\(1, 4\) has \[4\] outside the valid '
+                                         r'range 0\.\.3'):
+        TimmBackbone('resnet10t', out_indices=(1, 4))
     with pytest.raises(ValueError, match='TimmBackbone does not support plugins'):
         TimmBackbone('resnet10t', plugins=[dict(cfg=dict(type='ContextBlock', ratio=0.25),
                                                 position='after_block')])
