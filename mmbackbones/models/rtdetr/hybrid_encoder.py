@@ -11,7 +11,7 @@ from mmengine.model import BaseModule
 from torch import nn
 
 from ..layers.conv_fusion import fuse_conv_bn
-from ..layers.conv_module import ConvModule
+from ..layers.conv_module import FoldableConvModule as ConvModule
 
 ACTIVATIONS = ('silu', 'relu', 'gelu', 'leaky_relu')
 _ACT_CFG = dict(silu=dict(type='SiLU'), relu=dict(type='ReLU'), gelu=dict(type='GELU'),

@@ -14,7 +14,7 @@ from mmengine.model import BaseModule
 from mmengine.structures import InstanceData
 from torch import nn
 
-from ..layers.conv_module import ConvModule
+from ..layers.conv_module import FoldableConvModule as ConvModule
 from .denoising import ContrastiveDenoising
 from .hybrid_encoder import act_cfg_of
 
