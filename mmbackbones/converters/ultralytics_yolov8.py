@@ -189,8 +189,8 @@ class _TorchZip:
         total = 0
         self.members: Dict[str, zipfile.ZipInfo] = {}
         for info in infos:
-            mode = info.external_attr >> 16
-            if info.is_dir() or (mode and not stat.S_ISREG(mode)):
+            file_type = stat.S_IFMT(info.external_attr >> 16)  # 0: no type recorded
+            if info.is_dir() or file_type not in (0, stat.S_IFREG):
                 raise ConversionError(f'{path}: archive record {info.filename!r} is not a regular '
                                       'file (a link, folder or device); refusing the file.')
             if info.compress_type != zipfile.ZIP_STORED:
@@ -362,11 +362,14 @@ def _model_entry(ckpt: Mapping) -> Any:
     return model
 
 
-def _clean_tensors(state: Mapping) -> StateDict:
+def _clean_tensors(state: Mapping, trusted: bool = False) -> StateDict:
     """Plain fp32 tensors: released checkpoints are fp16 and the backbone is built in fp32;
-    ``detach`` drops anything a file may have attached to a tensor object."""
+    ``detach`` drops anything a file may have attached to a tensor object. Tensor subclasses are
+    refused unless the file was read with trust (then they become plain tensors)."""
     out: StateDict = {}
     for key, value in to_tensors(state).items():
+        if trusted and isinstance(value, torch.Tensor):
+            value = value.as_subclass(torch.Tensor)
         if type(value) not in (torch.Tensor, torch.nn.Parameter):
             raise ConversionError(f'checkpoint entry {key!r} is a {type(value).__name__}, not a '
                                   'plain tensor.')
@@ -419,7 +422,7 @@ def load_ultralytics_checkpoint(path: str, trust_pickle: bool = False) -> StateD
     ckpt = torch.load(path, map_location='cpu', weights_only=False)
     model = _model_entry(ckpt) if isinstance(ckpt, Mapping) else ckpt
     state = model.state_dict() if isinstance(model, nn.Module) else model
-    return _clean_tensors(state)
+    return _clean_tensors(state, trusted=True)
 
 
 def add_ultralytics_arguments(parser: argparse.ArgumentParser) -> None:

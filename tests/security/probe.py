@@ -26,16 +26,16 @@ def consume(obj, seen=None, depth=0):
     seen.add(id(obj))
     if isinstance(obj, dict):
         if type(obj) is not dict:
-            np.asarray(obj)
+            np.array(obj)  # a copy: reads the data
         for value in list(obj.values()):
             consume(value, seen, depth + 1)
     elif isinstance(obj, (list, tuple)):
         for value in obj:
             consume(value, seen, depth + 1)
     elif isinstance(obj, torch.Tensor):
-        np.asarray(obj)
+        np.array(obj)  # a copy: reads the data
     elif hasattr(obj, '__dict__'):
-        np.asarray(obj)
+        np.array(obj)  # a copy: reads the data
         for value in list(vars(obj).values()):
             consume(value, seen, depth + 1)
 

@@ -86,9 +86,10 @@ def test_failed_downloads_leave_no_file(fault, weights, hub_dir):
             srv.truncate['/w.pth'] = len(weights) // 2
         else:
             srv.status['/w.pth'] = int(fault)
+        url = srv.url('/w.pth')
         with pytest.raises(CheckpointDownloadError) as info:
-            load_from_http_weights_only(srv.url('/w.pth'))
-    assert srv.url('/w.pth') in str(info.value)
+            load_from_http_weights_only(url)
+    assert url in str(info.value)
     assert ('announced' in str(info.value) or 'IncompleteRead' in str(info.value)) \
         if fault == 'truncated' else f'HTTP {fault}' in str(info.value)
     assert not hub_dir.exists() or not list(hub_dir.iterdir())

@@ -137,14 +137,15 @@ def test_size_count_and_time_bounds(tmp_path, monkeypatch, bound, value, message
         load_ultralytics_checkpoint(str(path))
 
 
-def renamed_pickle(obj, old: bytes, new: bytes) -> bytes:
+def renamed_pickle(obj, old: bytes, *new: bytes) -> list:
+    """``obj`` saved by torch, with the pickled global ``old`` renamed to each of ``new``."""
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     with zipfile.ZipFile(buffer) as archive:
         name = next(n for n in archive.namelist() if n.endswith('data.pkl'))
         data = archive.read(name)
     assert old in data
-    return torch_zip(data.replace(old, new), base=buffer.getvalue())
+    return [torch_zip(data.replace(old, n), base=buffer.getvalue()) for n in new]
 
 
 def test_names_in_the_file_are_never_imported(tmp_path, monkeypatch):
@@ -158,14 +159,15 @@ def test_names_in_the_file_are_never_imported(tmp_path, monkeypatch):
     model.extra = Placeholder()
     model.lazy = Placeholder()
     module = Placeholder.__module__.encode()
-    data = renamed_pickle({'model': model}, module + b'\nPlaceholder', b'mmb_evil_module\nThing')
+    evil, torch_lazy = renamed_pickle({'model': model}, module + b'\nPlaceholder',
+                                      b'mmb_evil_module\nThing', f'torch\n{lazy}'.encode())
     path = tmp_path / 'names.pt'
-    path.write_bytes(data)
+    path.write_bytes(evil)
     state = load_ultralytics_checkpoint(str(path))
     assert set(state) == set(tiny_model().state_dict())
     assert not marker.exists() and 'mmb_evil_module' not in sys.modules
 
-    path.write_bytes(data.replace(b'cmmb_evil_module\nThing', f'ctorch\n{lazy}'.encode(), 1))
+    path.write_bytes(torch_lazy)
     state = load_ultralytics_checkpoint(str(path))
     assert f'torch.{lazy}' not in sys.modules
 
