@@ -1115,8 +1115,9 @@ def check_checkpoint_file(path: Union[str, os.PathLike]) -> None:
             names = archive.namelist()
     except CorruptCheckpointError:
         raise
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, struct.error) as exc:
-        raise CorruptCheckpointError(path, f'not a complete zip archive: {exc}') from exc
+    except Exception as exc:  # noqa: BLE001 - zipfile also raises NotImplementedError, ...
+        raise CorruptCheckpointError(
+            path, f'not a complete zip archive: {type(exc).__name__}: {exc}') from None
     if not any(n == 'data.pkl' or n.endswith('/data.pkl') for n in names):
         raise CorruptCheckpointError(path, 'the archive has no data.pkl record')
 
