@@ -321,13 +321,20 @@ def _read_restricted(path: str) -> Any:
     return result
 
 
-def _inert_module_state(module: Any, prefix: str = '', seen: Optional[set] = None) -> StateDict:
-    """The ``state_dict()`` a pickled ``nn.Module`` placeholder would have had."""
-    seen = set() if seen is None else seen
-    if id(module) in seen or prefix.count('.') > _MAX_MODULE_DEPTH:
-        raise ConversionError(f'{prefix or "the model"}: the pickled modules nest too deeply or '
-                              'contain themselves.')
-    seen.add(id(module))
+def _inert_module_state(module: Any, prefix: str = '', path: Optional[set] = None,
+                        budget: Optional[list] = None) -> StateDict:
+    """The ``state_dict()`` a pickled ``nn.Module`` placeholder would have had.
+
+    A module may be shared (ultralytics uses one activation object in every layer), but must not
+    contain itself; the walk is bounded in depth and in the number of modules visited.
+    """
+    path = set() if path is None else path
+    budget = [MAX_MEMBERS] if budget is None else budget
+    budget[0] -= 1
+    if id(module) in path or len(path) > _MAX_MODULE_DEPTH or budget[0] < 0:
+        raise ConversionError(f'{prefix or "the model"}: the pickled modules contain themselves, '
+                              f'nest deeper than {_MAX_MODULE_DEPTH} or number more than '
+                              f'{MAX_MEMBERS}.')
     state = module.__dict__.get('_state') if isinstance(module, _Inert) else None
     if not isinstance(state, Mapping) or not isinstance(state.get('_modules'), Mapping):
         raise ConversionError(f'{prefix or "the model"} is not a pickled torch module.')
@@ -339,9 +346,11 @@ def _inert_module_state(module: Any, prefix: str = '', seen: Optional[set] = Non
     for name, buf in _mapping(state.get('_buffers'), prefix).items():
         if buf is not None and not (isinstance(skip, (set, frozenset)) and name in skip):
             out[prefix + str(name)] = buf
+    path.add(id(module))
     for name, child in state['_modules'].items():
         if child is not None:
-            out.update(_inert_module_state(child, f'{prefix}{name}.', seen))
+            out.update(_inert_module_state(child, f'{prefix}{name}.', path, budget))
+    path.discard(id(module))
     return out
 
 
