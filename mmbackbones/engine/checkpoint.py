@@ -132,8 +132,10 @@ class _PickledDtype:
     __slots__ = ('dtype', 'built')
 
     def __new__(cls, *args: Any) -> '_PickledDtype':
+        # numpy writes (code, False, True); numpy < 1.17 wrote the flags as 0 and 1
         if len(args) != 3 or type(args[0]) is not str or len(args[0]) > 8 \
-                or args[1] is not False or args[2] is not True:
+                or type(args[1]) not in (bool, int) or args[1] != 0 \
+                or type(args[2]) not in (bool, int) or args[2] != 1:
             raise _Refused(f'numpy.dtype{_short(args)}: only numpy.dtype(<numeric code>, False, '
                            'True) as numpy pickles a plain numeric dtype is accepted.')
         try:

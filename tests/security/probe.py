@@ -12,6 +12,7 @@ mmbackbones used to install, or with torch's defaults only).
 """
 import faulthandler
 import json
+import pickle
 import sys
 
 import numpy as np
@@ -41,9 +42,18 @@ def consume(obj, seen=None, depth=0):
 
 
 def old_allowlist():
+    """The process-wide allowlist mmbackbones installed before: the classes themselves, and
+    getattr limited to HistoryBuffer's four statistics."""
     from mmengine.logging.history_buffer import HistoryBuffer
     from numpy._core.multiarray import _reconstruct, scalar
+
+    def statistics_getattr(obj, name):
+        if obj is HistoryBuffer and name in ('min', 'max', 'mean', 'current'):
+            return getattr(HistoryBuffer, name)
+        raise pickle.UnpicklingError(f'getattr({obj!r}, {name!r})')
+
     torch.serialization.add_safe_globals([
+        (statistics_getattr, 'builtins.getattr'),
         HistoryBuffer, np.ndarray, np.dtype, type(np.dtype(np.float64)),
         type(np.dtype(np.int64)), (_reconstruct, 'numpy._core.multiarray._reconstruct'),
         (scalar, 'numpy._core.multiarray.scalar')])

@@ -69,3 +69,37 @@ def test_crash_payloads_are_refused_by_every_loader(crash_files, tmp_path, tool_
         assert line.endswith(expected), line
     assert not hub.exists()
     assert len(list((tmp_path / 'torch_home' / 'hub' / 'checkpoints').iterdir())) == len(CRASH)
+
+
+STATE_SCRIPT = r"""
+import sys, torch
+sys.path.insert(0, sys.argv[2])
+from tests.security.probe import old_allowlist
+from mmengine.logging.history_buffer import HistoryBuffer
+if sys.argv[3] == 'old':
+    old_allowlist()
+    torch.load(sys.argv[1], weights_only=True)
+else:
+    import mmbackbones
+    from mmengine.runner import CheckpointLoader
+    try:
+        CheckpointLoader.load_checkpoint(sys.argv[1])
+    except Exception as exc:
+        print(type(exc).__name__)
+print('mean', HistoryBuffer([1.0, 2.0], [1, 1]).statistics('mean'))
+"""
+
+
+def test_shared_statistics_payload_rewrites_class_state_only_without_our_checks(tmp_path,
+                                                                               tool_env):
+    path = tmp_path / 'stats.pth'
+    path.write_bytes(ATTACKS['hb_shared_statistics'][0](tmp_path))
+    outs = {}
+    for mode in ('old', 'ours'):
+        proc = subprocess.run([sys.executable, '-c', STATE_SCRIPT, str(path), str(REPO), mode],
+                              cwd=str(REPO), env=tool_env, capture_output=True, text=True,
+                              timeout=120)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        outs[mode] = proc.stdout.split()
+    assert outs['old'][-2:] == ['mean', '2.0']  # 'mean' now computes the max, process-wide
+    assert outs['ours'][-3:] == ['UnsafeCheckpointError', 'mean', '1.5']

@@ -133,3 +133,25 @@ def test_stalled_server_times_out(hub_dir):
 def test_non_http_urls_are_refused(hub_dir):
     with pytest.raises(CheckpointDownloadError, match="scheme 'file'"):
         download_checkpoint('file:///etc/passwd')
+
+
+@pytest.mark.parametrize('prefix', ['s3://bucket/', 'petrel://bucket/', 'open-mmlab:s3://b/'])
+def test_object_store_schemes_load_weights_only(prefix, weights, tmp_path, monkeypatch):
+    """s3:// / petrel:// fetch bytes through MMEngine's file backend; they are loaded with the
+    same checks (hostile bytes refused, good bytes loaded)."""
+    import mmengine.fileio
+    from mmbackbones.engine.checkpoint import UnsafeCheckpointError
+    from tests.security.payloads import ATTACKS
+    files = {f'{prefix}good.pth': weights,
+             f'{prefix}evil.pth': ATTACKS['rce_system'][0](tmp_path)}
+
+    class Backend:
+        def get(self, filepath):
+            return files[filepath]
+
+    monkeypatch.setattr(mmengine.fileio, 'get_file_backend', lambda *a, **k: Backend())
+    loaded = CheckpointLoader.load_checkpoint(f'{prefix}good.pth')
+    assert torch.equal(loaded['state_dict']['backbone.w'], torch.arange(6.))
+    with pytest.raises(UnsafeCheckpointError, match='posix.system'):
+        CheckpointLoader.load_checkpoint(f'{prefix}evil.pth')
+    assert not (tmp_path / 'pwned').exists()
