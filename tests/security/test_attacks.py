@@ -20,8 +20,7 @@ from mmengine.runner import load_checkpoint as mm_load_checkpoint
 import mmbackbones  # noqa: F401  (installs the loaders)
 from mmbackbones.converters.core import ConversionError, load_source_checkpoint
 from mmbackbones.converters.ultralytics_yolov8 import load_ultralytics_checkpoint
-from mmbackbones.engine.checkpoint import (CheckpointLoadError, UnsafeCheckpointError,
-                                           find_latest_valid_checkpoint)
+from mmbackbones.engine.checkpoint import UnsafeCheckpointError, find_latest_valid_checkpoint
 from tests.loopback import LoopbackServer
 from tests.paths import REPO
 from tests.security.payloads import ATTACKS, MARKER_ENV
@@ -189,3 +188,14 @@ def test_data_refusals_say_what_failed(tmp_path, name, expected):
     with pytest.raises(UnsafeCheckpointError) as info:
         CheckpointLoader.load_checkpoint(str(path))
     assert expected in str(info.value), str(info.value)
+
+
+def test_torch_environment_override_does_not_switch_the_check_off(tmp_path, monkeypatch):
+    """TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD only changes torch.load calls that leave weights_only
+    unset; ours always pass it."""
+    monkeypatch.setenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
+    path = tmp_path / 'rce.pth'
+    path.write_bytes(ATTACKS['rce_system'][0](tmp_path))
+    with pytest.raises(UnsafeCheckpointError, match='posix.system'):
+        CheckpointLoader.load_checkpoint(str(path))
+    assert not (tmp_path / 'pwned').exists()
