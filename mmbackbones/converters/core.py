@@ -124,15 +124,21 @@ def extract_state_dict(ckpt: object) -> Dict[str, torch.Tensor]:
 
 
 def load_source_checkpoint(path: str) -> StateDict:
-    """Load a source checkpoint with ``weights_only=True`` and unwrap common containers."""
+    """Load a source checkpoint with mmbackbones' weights-only loader and unwrap common containers.
+
+    The loader (:func:`mmbackbones.engine.checkpoint.load_checkpoint_weights_only`) refuses
+    pickled code and checks everything that is not a tensor; its refusals and the errors for
+    truncated files become :class:`ConversionError` with the path and the reason.
+    """
+    from mmbackbones.engine.checkpoint import CheckpointLoadError, load_checkpoint_weights_only
     try:
-        ckpt = torch.load(path, map_location='cpu', weights_only=True)
+        ckpt = load_checkpoint_weights_only(path, map_location='cpu')
     except FileNotFoundError:
         raise
-    except Exception as err:  # noqa: BLE001 - re-raised with the path and a hint
+    except CheckpointLoadError as err:
         raise ConversionError(f'{path}: cannot be read as a weights-only checkpoint ({err}). '
                               f'It may be truncated, or carry pickled code; re-save its plain '
-                              f'state dict with a trusted tool.') from err
+                              f'state dict with a trusted tool.') from None
     if not isinstance(ckpt, Mapping):
         raise ConversionError(f'{path}: expected a dict of weights, got {type(ckpt).__name__}.')
     return to_tensors(extract_state_dict(ckpt))

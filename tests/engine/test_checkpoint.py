@@ -77,9 +77,9 @@ def truncated_copy(src: Path, dst: Path, fraction: float = 0.5) -> Path:
 def test_local_paths_use_the_weights_only_loader():
     assert CheckpointLoader._get_checkpoint_loader('work_dirs/x/iter_4.pth') \
         is load_from_local_weights_only
-    # other schemes keep their own loaders
+    # URLs have their own (download, then weights-only) loader
     assert CheckpointLoader._get_checkpoint_loader('https://x/y.pth') \
-        is not load_from_local_weights_only
+        is ckpt_mod.load_from_http_weights_only
 
 
 def test_training_checkpoint_round_trips_with_weights_only(tiny_trained_run):
@@ -109,8 +109,7 @@ def test_allowlist_is_exactly_what_training_checkpoints_hold(tiny_trained_run):
     """Every non-torch global of a real checkpoint is allowlisted, and every entry is used.
 
     The exceptions are documented in SAFE_GLOBALS: the numpy 1.x spellings of the same two
-    functions (files written under numpy<2) and the dtype classes, which are instantiated while
-    unpickling ``numpy.dtype(...)`` rather than named as globals.
+    functions (files written under numpy<2).
     """
     in_file = set()
     for path in tiny_trained_run.glob('iter_*.pth'):
@@ -119,10 +118,8 @@ def test_allowlist_is_exactly_what_training_checkpoints_hold(tiny_trained_run):
     needed = in_file - torch_default
     names = {name for _, name in SAFE_GLOBALS}
     assert needed <= names, needed - names
-    dtype_classes = {f'{type(np.dtype(t)).__module__}.{type(np.dtype(t)).__qualname__}'
-                     for t in (np.float64, np.int64)}
     numpy1_aliases = {'numpy.core.multiarray._reconstruct', 'numpy.core.multiarray.scalar'}
-    assert names - needed == dtype_classes | numpy1_aliases
+    assert names - needed == numpy1_aliases
 
 
 def test_checkpoint_written_under_numpy_1_loads(tiny_trained_run, tmp_path):
@@ -179,7 +176,9 @@ def test_pickled_system_call_is_refused_without_running(tmp_path):
     message = str(info.value)
     assert system_name in message and str(path) in message
     assert 'arbitrary code' in message
-    assert 'allow_globals' in message and 'state dict' in message
+    # a code-running global is never offered for allow_globals
+    assert 'allow_globals([' not in message and 'cannot be allowed' in message
+    assert 'state dict' in message
     assert isinstance(info.value, pickle.UnpicklingError)
     assert not marker.exists()
 
@@ -225,7 +224,10 @@ def test_getattr_is_limited_to_history_buffer_statistics(tmp_path):
 
 
 def test_leaving_allow_globals_keeps_the_base_allowlist(tiny_trained_run):
-    with allow_globals([HistoryBuffer, Payload]):  # HistoryBuffer is already in SAFE_GLOBALS
+    # The real HistoryBuffer cannot be allowed: it would bypass its checked rebuilder.
+    with pytest.raises(ValueError, match='checked rebuilder'):
+        allow_globals([HistoryBuffer])
+    with allow_globals([Payload]):
         pass
     loaded = _load_checkpoint(str(tiny_trained_run / 'iter_2.pth'))
     assert isinstance(loaded['message_hub']['log_scalars']['train/loss'], HistoryBuffer)

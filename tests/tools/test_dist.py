@@ -6,9 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import torch
 
-from mmbackbones.engine.checkpoint import is_valid_checkpoint
+from mmbackbones.engine.checkpoint import is_valid_checkpoint, load_checkpoint_weights_only
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -41,7 +40,7 @@ def test_two_cpu_workers_train_and_test_with_gloo(tmp_path, tiny_config, tiny_cf
     assert saves == ['2', '4'], saves  # logged once per save: only rank 0 logs and saves
     for name in ('iter_2.pth', 'iter_4.pth'):
         assert is_valid_checkpoint(work_dir / name)
-    ckpt = torch.load(work_dir / 'iter_4.pth', map_location='cpu', weights_only=True)
+    ckpt = load_checkpoint_weights_only(work_dir / 'iter_4.pth', map_location='cpu')
     assert ckpt['meta']['iter'] == 4
     # the checkpoint holds the plain model, not the DDP wrapper
     assert not any(k.startswith('module.') for k in ckpt['state_dict'])

@@ -9,16 +9,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmbackbones.engine.checkpoint import is_valid_checkpoint
+from mmbackbones.engine.checkpoint import is_valid_checkpoint, load_checkpoint_weights_only
 
 REPO = Path(__file__).resolve().parents[2]
 MAX_ITERS = 8  # tiny config: checkpoints every 2 iterations
 
 
 def final_state(work_dir: Path) -> dict:
-    # a self-made checkpoint; only the tensors are compared
-    return torch.load(work_dir / f'iter_{MAX_ITERS}.pth', map_location='cpu',
-                      weights_only=True)['state_dict']
+    # a training checkpoint (HistoryBuffers): plain torch.load(weights_only=True) refuses it,
+    # since mmbackbones' extra globals apply to its own loads only; only the tensors are compared
+    return load_checkpoint_weights_only(work_dir / f'iter_{MAX_ITERS}.pth',
+                                        map_location='cpu')['state_dict']
 
 
 def start_train(work_dir: Path, tiny_config, tiny_cfg_options, tool_env, log: Path, *extra):

@@ -22,7 +22,6 @@ import sys
 if importlib.util.find_spec('mmbackbones') is None:  # running from a source checkout
     sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
-import torch  # noqa: E402
 
 from mmbackbones.converters import ConversionError, check_against_model  # noqa: E402
 from mmbackbones.converters.cli import save_atomic  # noqa: E402
@@ -36,11 +35,10 @@ SOURCE = 'official VanillaNet'
 
 def convert(args: argparse.Namespace) -> dict:
     from mmbackbones.models import VanillaNet
+    from mmbackbones.engine.checkpoint import CheckpointLoadError, load_checkpoint_weights_only
     try:
-        ckpt = torch.load(args.src, map_location='cpu', weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception as err:  # noqa: BLE001 - re-raised with the path and a hint
+        ckpt = load_checkpoint_weights_only(args.src, map_location='cpu')
+    except CheckpointLoadError as err:
         raise ConversionError(f'{args.src}: cannot be read as a weights-only checkpoint ({err}).')
     if not isinstance(ckpt, dict):
         raise ConversionError(f'{args.src}: expected a dict of weights, got {type(ckpt).__name__}.')
