@@ -39,7 +39,8 @@ def published_top1(entry: weights.WeightEntry, published: Dict) -> str:
         return '-'
     arch = entry.backbone.get('arch')
     rows = published.get(entry.backbone_type, {}).get('archs', {}).get(arch, {}).get('imagenet', [])
-    tag = entry.name.split('/', 1)[1] if entry.name.startswith('timm/') else None
+    timm_name = entry.alias_of or entry.name
+    tag = timm_name.split('/', 1)[1] if timm_name.startswith('timm/') else None
     for row in rows:
         if row['source'] != entry.imagenet:
             continue

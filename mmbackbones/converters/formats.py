@@ -29,7 +29,7 @@ SOURCE_FORMATS = (
         (r'(?:.*\.)?stem\.stem_1/conv\.weight', r'(?:.*\.)?stage2\.OSA2_1\.\S+')),
     SourceFormat(
         'timm-vovnet', 'timm VovNet (ese_vovnet*b, vovnet*a)', 'VoVNet', convert_timm_vovnet,
-        (r'stem[._]0\.conv\.weight', r'stages[._]0\.blocks\.0\.conv_reduction\.conv\.weight'),
+        (r'stem[._]0\.conv\.weight', r'stages[._]0\.blocks\.0\.conv_concat\.conv\.weight'),
         hint="timm's ese_vovnet*b weights put eSE on the last block of each stage only: build "
              "the VoVNet with ese_layout='last'"),
     SourceFormat(

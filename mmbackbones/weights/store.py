@@ -147,10 +147,11 @@ def converted_state(name: str, backbone: str, sha256: Optional[str] = None,
     expected = _expected(entry, sha256)
     info: Dict[str, Any] = dict(name=entry.name, format=entry.format, file=str(raw),
                                 converted=None, cached=False)
-    fmt = get_format(entry.format)
-    if backbone != fmt.backbone:  # timm weights into TimmBackbone: timm's own keys
+    fmt = get_format(entry.format) if entry.format else None
+    if fmt is None or backbone != fmt.backbone:  # timm weights into TimmBackbone: timm's keys
         info['source_sha256'] = ensure_file(raw, entry.url, expected, entry.name, progress)
-        return dict(fmt.select(read_weights_file(raw))), info
+        content = read_weights_file(raw)
+        return dict(fmt.select(content) if fmt else content), info
     target = cache.converted_path(entry.file, backbone)
     info['converted'] = str(target)
     converter = _converter_id(fmt.convert)

@@ -7,6 +7,7 @@ import torch
 import torchvision
 from safetensors.torch import save_file
 
+from mmbackbones.converters import convert_timm_vovnet
 from mmbackbones.converters.formats import SOURCE_FORMATS, detect_format
 from mmbackbones.models import TimmBackbone, VoVNet, YOLOv8CSPDarknet
 from tests.models.backbones.test_vovnet import timm_stage_features
@@ -54,13 +55,19 @@ def test_timm_safetensors_file_into_vovnet_and_into_timm_backbone(tmp_path):
     assert wrapped.load_pretrained(str(path))['source'] == 'mmbackbones'
 
 
-def test_timm_file_with_the_wrong_ese_layout_says_what_to_set(tmp_path, caplog):
-    ref = timm.create_model('ese_vovnet19b_slim_dw', num_classes=10)
-    path = tmp_path / 'ese_vovnet19b_slim_dw.pth'
+def test_timm_file_with_the_wrong_ese_layout_says_what_to_set(tmp_path):
+    from timm.models.vovnet import VovNet, model_cfgs
+    ref = VovNet(cfg=dict(model_cfgs['ese_vovnet19b_slim'], block_per_stage=[1, 1, 2, 2]),
+                 num_classes=0)  # two blocks in the last stages: eSE only on the last one
+    path = tmp_path / 'vovnet_two_blocks.pth'
     torch.save(ref.state_dict(), path)
-    model = VoVNet(arch='V-19-slim-dw-eSE')  # eSE everywhere: the other blocks stay unloaded
+    arch, layout = VoVNet.arch_from_state_dict(convert_timm_vovnet(ref.state_dict()).state_dict,
+                                               identity=True)
+    assert layout == 'last'
     with pytest.raises(RuntimeError, match=r"missing \(\d+\).*ese_layout='last'"):
-        model.load_pretrained(str(path), min_loaded_ratio=1.0)
+        VoVNet(arch=arch, ese_layout='all').load_pretrained(str(path), min_loaded_ratio=1.0)
+    report = VoVNet(arch=arch, ese_layout='last').load_pretrained(str(path), min_loaded_ratio=1.0)
+    assert report['missing'] == [] and report['source'] == 'timm-vovnet'
 
 
 def test_ultralytics_state_dict_file_is_recognised(tmp_path):
