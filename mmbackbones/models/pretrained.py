@@ -80,8 +80,10 @@ def _convert_source(model: nn.Module, ckpt: Mapping, state: StateDict, checkpoin
     state unchanged with a note naming the formats tried when none recognises it.
     """
     from mmbackbones.converters.core import to_tensors
-    from mmbackbones.converters.formats import detect_format, formats_tried
+    from mmbackbones.converters.formats import SOURCE_FORMATS, detect_format, formats_tried
     name = type(model).__name__
+    if not any(fmt.backbone == name for fmt in SOURCE_FORMATS):
+        return state, None, ''  # nothing converts to it (TimmBackbone loads timm's own keys)
     found = detect_format(state if selected else ckpt, backbone=name)
     if not found:
         return state, None, (f'It is not in a format mmbackbones converts either (formats '

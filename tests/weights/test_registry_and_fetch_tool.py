@@ -82,7 +82,7 @@ def test_restrictive_licences_are_said():
 
 
 def test_list_prints_every_entry_with_url_and_licence(cache):
-    proc = run_tool('--list')
+    proc = run_tool('--list')  # the real command line, once
     assert proc.returncode == 0, proc.stderr
     blocks = {b.split('\n', 1)[0]: b for b in proc.stdout.split('\n\n')[1:]}
     assert set(blocks) == set(weights.entries())
@@ -95,52 +95,59 @@ def test_list_prints_every_entry_with_url_and_licence(cache):
     assert 'f707e7126e... (published in the file name)' in blocks['shufflenetv2/x0_5']
 
 
-def test_fetch_by_name_through_a_mirror(cache, server, vovnet_vector, tmp_path):
+def test_fetch_by_name_through_a_mirror(cache, server, vovnet_vector, load_tool, capsys):
     """fetch_weights.py NAME downloads, checks, records and converts; --list then shows the
-    recorded sha256. A private registry entry is added through a tiny wrapper script."""
+    recorded sha256 (the tool's main(), in-process, with a test entry in the registry)."""
+    tool = load_tool('fetch_weights')
     data = torch_bytes(vovnet_vector['state_dict'])
     server.files['/vovnet_tiny_ese_detectron2.pth'] = data
-    wrapper = tmp_path / 'fetch_with_test_entry.py'
-    wrapper.write_text(
-        'import runpy, sys\n'
-        'from mmbackbones import weights\n'
-        f'arch = {vovnet_vector["arch"]!r}\n'
-        "entry = dict(source='vovnet-detectron2', backbone=dict(type='VoVNet', arch=arch),\n"
-        "             url='https://dl.dropbox.com/s/testvector/vovnet_tiny_ese_detectron2.pth')\n"
-        "with weights.override({'test/vovnet-tiny': entry}):\n"
-        f"    sys.argv = [{str(TOOL)!r}] + sys.argv[1:]\n"
-        f"    runpy.run_path({str(TOOL)!r}, run_name='__main__')\n")
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS='1')
-    proc = subprocess.run([sys.executable, str(wrapper), 'test/vovnet-tiny'], capture_output=True,
-                          text=True, cwd=REPO, env=env, timeout=120)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    digest = hashlib.sha256(data).hexdigest()
-    assert f'sha256 {digest}' in proc.stdout and 'converted for VoVNet' in proc.stdout
-    assert (cache / 'downloads' / 'vovnet_tiny_ese_detectron2.pth').read_bytes() == data
-    assert (cache / 'converted' / 'vovnet_tiny_ese_detectron2.pth.VoVNet.pth').is_file()
-    assert server.requests == ['/vovnet_tiny_ese_detectron2.pth']
-    proc = subprocess.run([sys.executable, str(wrapper), '--list', 'test/vovnet-tiny'],
-                          capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
-    assert f'sha256 {digest} (recorded ' in proc.stdout, proc.stdout + proc.stderr
+    entry = dict(source='vovnet-detectron2', backbone=dict(type='VoVNet', arch=vovnet_vector['arch']),
+                 url='https://dl.dropbox.com/s/testvector/vovnet_tiny_ese_detectron2.pth')
+    with weights.override({'test/vovnet-tiny': entry}):
+        assert tool.main(['test/vovnet-tiny']) == 0
+        out = capsys.readouterr().out
+        digest = hashlib.sha256(data).hexdigest()
+        assert f'sha256 {digest}' in out and 'converted for VoVNet' in out
+        assert 'licence: CC BY-NC 4.0 (non-commercial use only)' in out
+        assert (cache / 'downloads' / 'vovnet_tiny_ese_detectron2.pth').read_bytes() == data
+        assert (cache / 'converted' / 'vovnet_tiny_ese_detectron2.pth.VoVNet.pth').is_file()
+        assert server.requests == ['/vovnet_tiny_ese_detectron2.pth']
+        assert tool.main(['--list', 'test/vovnet-tiny']) == 0
+        assert f'sha256 {digest} (recorded ' in capsys.readouterr().out
+        assert tool.main(['mmbackbones://test/vovnet-tiny']) == 0  # cached: no new request
+        assert server.requests == ['/vovnet_tiny_ese_detectron2.pth']
 
 
-def test_fetch_failures_exit_non_zero_with_the_reason(cache, server):
-    proc = run_tool('vovnet/V-40-eSE')
-    assert proc.returncode == 2 and 'unknown weight name(s) vovnet/V-40-eSE' in proc.stderr
-    proc = run_tool('yolov8/n', MMBACKBONES_OFFLINE='1')
-    assert proc.returncode == 1
-    assert 'https://github.com/ultralytics/assets/releases/download/v8.2.0/yolov8n.pt' in proc.stderr
-    assert str(cache / 'downloads' / 'yolov8n.pt') in proc.stderr
+def test_fetch_failures_exit_non_zero_with_the_reason(cache, server, monkeypatch, load_tool,
+                                                     capsys):
+    tool = load_tool('fetch_weights')
+    assert tool.main(['vovnet/V-40-eSE']) == 2
+    assert 'unknown weight name(s) vovnet/V-40-eSE' in capsys.readouterr().err
+    monkeypatch.setenv('MMBACKBONES_OFFLINE', '1')
+    assert tool.main(['yolov8/n', 'yolov8/s']) == 1
+    err = capsys.readouterr().err
+    assert 'https://github.com/ultralytics/assets/releases/download/v8.2.0/yolov8n.pt' in err
+    assert str(cache / 'downloads' / 'yolov8n.pt') in err
+    assert '2 of 2 failed: yolov8/n, yolov8/s' in err
     assert server.requests == []
 
 
-def test_models_do_not_import_converters_at_import_time():
-    code = ('import sys; import mmbackbones.models.backbones.base; '
-            'print(sorted(m for m in sys.modules if m.startswith("mmbackbones.converters")))')
-    proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=REPO,
-                          env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == '[]', proc.stdout
+def test_models_do_not_import_converters_at_module_level():
+    """mmbackbones.models (and the weights package it loads lazily) import converters only
+    inside functions: the models are the lower layer."""
+    import ast
+    offenders = []
+    for folder in ('models', 'weights'):
+        for path in sorted((REPO / 'mmbackbones' / folder).rglob('*.py')):
+            for node in ast.parse(path.read_text()).body:
+                names = []
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom):
+                    names = [('.' * node.level) + (node.module or '')]
+                if any('converters' in n for n in names):
+                    offenders.append(f'{path.relative_to(REPO)}:{node.lineno}')
+    assert offenders == []
 
 
 @pytest.mark.parametrize('name', ['vovnet/V-39-eSE', 'yolov8/s'])
