@@ -10,7 +10,7 @@ import contextlib
 import os
 import re
 import urllib.parse
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Optional
 
@@ -63,7 +63,6 @@ class WeightEntry:
     note: str = ''
     alias_of: Optional[str] = None
     hash_in_file_name: bool = False
-    extra: Dict[str, Any] = field(default_factory=dict)
 
     @property
     def backbone_type(self) -> str:

@@ -268,3 +268,31 @@ def test_mmengine_scheme_gives_a_detector_checkpoint(server, vovnet_vector):
         outs = detector.backbone.eval()(vovnet_vector['input'])
     assert max_abs_diff(outs, vovnet_vector['outputs']) < 1e-4
     assert server.requests == ['/vovnet_tiny_ese_detectron2.pth']
+
+
+def test_released_ultralytics_pt_through_the_real_registry_entry(server, tmp_path):
+    """``mmbackbones://yolov8/n`` (the registry's own entry, served by the mirror): the released
+    .pt pickles the whole model, which is read by the restricted reader, never unpickled."""
+    import copy
+
+    import ultralytics
+    from ultralytics.nn.tasks import DetectionModel
+    from ultralytics.utils.torch_utils import strip_optimizer
+
+    from mmbackbones.models import YOLOv8CSPDarknet
+    from tests.models.backbones.test_yolov8_csp_darknet import ultralytics_p3_p4_p5
+    detector = randomize(DetectionModel('yolov8n.yaml', verbose=False), seed=11).eval()
+    last, best = tmp_path / 'last.pt', tmp_path / 'yolov8n.pt'
+    torch.save({'epoch': 2, 'model': None, 'ema': copy.deepcopy(detector).half(),
+                'optimizer': None, 'train_args': {'model': 'yolov8n.yaml'},
+                'version': ultralytics.__version__}, last)
+    strip_optimizer(str(last), str(best))  # what a released file looks like
+    server.files['/yolov8n.pt'] = best.read_bytes()
+    model = YOLOv8CSPDarknet(arch='n', init_cfg=pretrained('mmbackbones://yolov8/n',
+                                                           min_loaded_ratio=1.0))
+    model.init_weights()
+    assert server.requests == ['/yolov8n.pt']
+    reference = copy.deepcopy(detector).half().float().eval()  # the weights the file holds
+    x = torch.randn(1, 3, 67, 93, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        assert max_abs_diff(model.eval()(x), ultralytics_p3_p4_p5(reference, x)) < 1e-4

@@ -8,6 +8,7 @@ import urllib.parse
 
 import pytest
 import timm
+import torch
 
 from mmbackbones import weights
 from mmbackbones.converters.formats import FORMATS_BY_NAME
@@ -159,3 +160,21 @@ def test_mirror_replaces_the_published_url(monkeypatch, name):
     assert entry.download_url() == entry.url
     dropbox = weights.get('vovnet/V-19-dw-eSE')
     assert dropbox.download_url() == dropbox.url + '?dl=1'
+
+
+@pytest.mark.parametrize('name', [
+    'vovnet/V-19-slim-dw-eSE', 'timm/ese_vovnet19b_dw.ra_in1k', 'vanillanet/vanillanet_5',
+    'vanillanet/vanillanet_13_act_num_4_kd_pretrain', 'moganet/xtiny', 'presnet/R18',
+    'timm/resnet18d.ra2_in1k', 'hgnetv2/L', 'hgnetv2/b0', 'shufflenetv2/x0_5', 'yolov8/n'])
+def test_entry_fits_the_backbone_its_config_builds(name):
+    """An entry's backbone config builds (on the meta device: nothing allocated) and passes the
+    family / arch / argument check the loader runs before any download; the same backbone with
+    another arch or a missing argument does not."""
+    from mmdet.registry import MODELS
+    entry = weights.get(name)
+    with torch.device('meta'):
+        weights.check_backbone(entry, MODELS.build(dict(entry.backbone)))
+        names = list(MODELS.get(entry.backbone_type).arch_settings)
+        other = dict(entry.backbone, arch=names[names.index(entry.backbone['arch']) - 1])
+        with pytest.raises(ValueError, match=f"this {entry.backbone_type} needs arch="):
+            weights.check_backbone(entry, MODELS.build(other))
