@@ -69,12 +69,16 @@ def locked() -> Iterator[None]:
                 _depth -= 1
             return
         directory = cache_dir()
-        directory.mkdir(parents=True, exist_ok=True)
         try:
             import fcntl
         except ImportError:  # pragma: no cover - not POSIX
             fcntl = None
-        with open(directory / '.lock', 'a') as handle:
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            handle = open(directory / '.lock', 'a')
+        except OSError:  # a read-only copy of a filled cache: reading it needs no lock
+            handle, fcntl = contextlib.nullcontext(), None
+        with handle:
             if fcntl is not None:
                 fcntl.flock(handle, fcntl.LOCK_EX)
             _depth = 1

@@ -296,3 +296,21 @@ def test_released_ultralytics_pt_through_the_real_registry_entry(server, tmp_pat
     x = torch.randn(1, 3, 67, 93, generator=torch.Generator().manual_seed(7))
     with torch.no_grad():
         assert max_abs_diff(model.eval()(x), ultralytics_p3_p4_p5(reference, x)) < 1e-4
+
+
+def test_a_copied_cache_loads_offline_even_where_it_cannot_be_locked(server, cache, monkeypatch,
+                                                                     vovnet_vector):
+    """What a cluster does: fill the cache where there is internet, copy it, read it offline.
+    The copy's lock file cannot be opened (as on a read-only file system); reading needs none."""
+    import shutil
+    server.files['/vovnet_tiny_ese_detectron2.pth'] = torch_bytes(vovnet_vector['state_dict'])
+    with weights.override(vovnet_entry(vovnet_vector)):
+        weights.converted_state('test/vovnet-tiny', 'VoVNet')
+        copy = cache.parent / 'cluster_cache'
+        shutil.copytree(cache, copy)
+        (copy / '.lock').unlink()
+        (copy / '.lock').mkdir()  # open(..., 'a') fails with an OSError, even for root
+        monkeypatch.setenv('MMBACKBONES_CACHE', str(copy))
+        monkeypatch.setenv('MMBACKBONES_OFFLINE', '1')
+        assert max_abs_diff(vovnet_outputs(vovnet_vector), vovnet_vector['outputs']) < 1e-4
+    assert server.requests == ['/vovnet_tiny_ese_detectron2.pth']
