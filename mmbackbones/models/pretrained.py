@@ -60,7 +60,8 @@ def _read(checkpoint: str, map_location: Any, sha256: Optional[str]) -> Mapping:
         return _load_checkpoint(checkpoint, map_location=map_location)
     if sha256:
         from mmbackbones.weights.cache import matches, sha256_of
-        actual = sha256_of(checkpoint) if os.path.isfile(checkpoint) else None
+        local = os.path.expanduser(checkpoint)
+        actual = sha256_of(local) if os.path.isfile(local) else None
         if actual is not None and not matches(actual, sha256):
             from mmbackbones.weights import IntegrityError
             raise IntegrityError(f'{checkpoint} has sha256 {actual}, not the sha256 pinned in '

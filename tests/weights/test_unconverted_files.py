@@ -114,3 +114,16 @@ def test_every_format_is_recognised_by_its_own_keys_only():
     for name, state in samples.items():
         assert [f.name for f in detect_format(state)] == [name], name
     assert detect_format(VoVNet(arch='V-19-slim-dw-eSE').state_dict()) == []
+
+
+def test_sha256_pin_on_a_local_file(tmp_path, vovnet_vector):
+    import hashlib
+
+    from mmbackbones.weights import IntegrityError
+    path = tmp_path / 'vovnet.pth'
+    torch.save(vovnet_vector['state_dict'], path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    model = VoVNet(arch=vovnet_vector['arch'])
+    with pytest.raises(IntegrityError, match=rf'has sha256 {digest}, not the sha256 pinned'):
+        model.load_pretrained(str(path), sha256='1234abcd')
+    assert model.load_pretrained(str(path), sha256=digest[:8])['source'] == 'vovnet-detectron2'
