@@ -130,7 +130,7 @@ def load_pretrained(model: nn.Module, checkpoint: str, prefix: Optional[str] = N
             raise ValueError(f'{name}: prefix={prefix!r} does not apply to {checkpoint}, which '
                              f'holds the backbone weights alone; remove prefix from init_cfg.')
         state, info = load_named(checkpoint, model, sha256)
-        source = info['format']
+        source = info['format'] if info['converted'] else 'mmbackbones'  # else the model's keys
         state = model.map_checkpoint_keys(dict(state))
     else:
         ckpt = _read(checkpoint, map_location, sha256)

@@ -171,7 +171,7 @@ def converted_state(name: str, backbone: str, sha256: Optional[str] = None,
             if meta.get('source_sha256') == source_sha and meta.get('converter') == converter:
                 info.update(source_sha256=source_sha, cached=True)
                 return ckpt['state_dict'], info
-        if source_sha is None:
+        if source_sha is None or not raw.is_file():  # stale conversion of a deleted download
             source_sha = ensure_file(raw, entry.url, expected, entry.name, progress)
         state = convert_file(raw, entry.format, registry.SCHEME + entry.name)
         meta = dict(name=entry.name, url=entry.url, format=entry.format, source_sha256=source_sha,

@@ -314,3 +314,23 @@ def test_a_copied_cache_loads_offline_even_where_it_cannot_be_locked(server, cac
         monkeypatch.setenv('MMBACKBONES_OFFLINE', '1')
         assert max_abs_diff(vovnet_outputs(vovnet_vector), vovnet_vector['outputs']) < 1e-4
     assert server.requests == ['/vovnet_tiny_ese_detectron2.pth']
+
+
+def test_deleted_download_and_stale_conversion(server, cache, vovnet_vector):
+    """The conversion outlives a deleted download; a conversion by another converter version is
+    redone, downloading the file again."""
+    server.files['/vovnet_tiny_ese_detectron2.pth'] = torch_bytes(vovnet_vector['state_dict'])
+    with weights.override(vovnet_entry(vovnet_vector)):
+        weights.converted_state('test/vovnet-tiny', 'VoVNet')
+        (cache / 'downloads' / 'vovnet_tiny_ese_detectron2.pth').unlink()
+        state, info = weights.converted_state('test/vovnet-tiny', 'VoVNet')
+        assert info['cached'] and server.requests == ['/vovnet_tiny_ese_detectron2.pth']
+        converted = cache / 'converted' / 'vovnet_tiny_ese_detectron2.pth.VoVNet.pth'
+        ckpt = torch.load(converted, weights_only=True)
+        ckpt['meta']['converter'] = 'an older one'
+        torch.save(ckpt, converted)
+        with weights_cache.locked():
+            weights_cache.write_record(converted, weights_cache.sha256_of(converted), 'test')
+        assert max_abs_diff(vovnet_outputs(vovnet_vector), vovnet_vector['outputs']) < 1e-4
+        assert server.requests == ['/vovnet_tiny_ese_detectron2.pth'] * 2
+        assert torch.load(converted, weights_only=True)['meta']['converter'] != 'an older one'
