@@ -84,7 +84,7 @@ def list_weights(names: List[str]) -> int:
         print(f'  top-1:     {published_top1(entry, published)}')
         if entry.note:
             print(f'  note:      {entry.note}')
-        print(f'  init_cfg:  {entry.init_cfg()}')
+        print(f'  config:    {entry.backbone_config()}')
     return 0
 
 

@@ -105,6 +105,11 @@ class WeightEntry:
         """The one-line ``init_cfg`` that loads these weights."""
         return f"init_cfg=dict(type='Pretrained', checkpoint='{self.uri}')"
 
+    def backbone_config(self) -> str:
+        """The one-line backbone config these weights fill, ``init_cfg`` included."""
+        fields = ''.join(f'{k}={v!r}, ' for k, v in self.backbone.items())
+        return f'backbone=dict({fields}{self.init_cfg()})'
+
 
 class _Registry:
     def __init__(self) -> None:
