@@ -334,3 +334,13 @@ def test_deleted_download_and_stale_conversion(server, cache, vovnet_vector):
         assert max_abs_diff(vovnet_outputs(vovnet_vector), vovnet_vector['outputs']) < 1e-4
         assert server.requests == ['/vovnet_tiny_ese_detectron2.pth'] * 2
         assert torch.load(converted, weights_only=True)['meta']['converter'] != 'an older one'
+
+
+def test_redirects_are_followed(server, cache, vovnet_vector):
+    """Publishers redirect (GitHub releases and the Hugging Face hub to their CDNs)."""
+    server.files['/cdn/blob-1234'] = torch_bytes(vovnet_vector['state_dict'])
+    server.redirects['/vovnet_tiny_ese_detectron2.pth'] = server.url('/cdn/blob-1234')
+    with weights.override(vovnet_entry(vovnet_vector)):
+        path = weights.fetch('test/vovnet-tiny')
+    assert path.read_bytes() == server.files['/cdn/blob-1234']
+    assert server.requests == ['/vovnet_tiny_ese_detectron2.pth', '/cdn/blob-1234']
