@@ -11,6 +11,7 @@ from .config_scope import register_config_scope
 register_config_scope()
 from .engine import checkpoint as _checkpoint  # noqa: F401  (installs safe checkpoint loading)
 from . import datasets, engine, models  # noqa: F401  (registration side effects)
+from . import weights  # noqa: F401  (registers the mmbackbones:// checkpoint scheme)
 from .models import get_feature_info
 
 __all__ = ['__version__', 'get_feature_info']

@@ -3,9 +3,9 @@
 # stem frozen (its freeze_at=0) and every BatchNorm frozen (freeze_norm); the DINO base already
 # gives the backbone lr_mult=0.1.
 #
-# Weights: convert RT-DETR's PaddleClas-converted ImageNet checkpoint first (nothing downloads):
-#   python tools/model_converters/rtdetr_hgnetv2.py \
-#       PPHGNetV2_L_ssld_pretrained_from_paddle.pth checkpoints/hgnetv2-l_rtdetr.pth
+# Weights: mmbackbones://hgnetv2/L (lyuwenyu/RT-DETR, Apache-2.0), downloaded once, checked and
+# converted on first use. Without internet: `python tools/fetch_weights.py hgnetv2/L` where there
+# is, then copy the cache (docs/model_zoo.md).
 # (or timm's hgnetv2_b4 with tools/model_converters/timm_hgnetv2.py). Both expect RGB input with
 # ImageNet statistics: the DINO base's preprocessor.
 _base_ = 'mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py'
@@ -19,5 +19,5 @@ model = dict(
         out_indices=(1, 2, 3),
         frozen_stages=0,
         freeze_norm=True,
-        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/hgnetv2-l_rtdetr.pth')),
+        init_cfg=dict(type='Pretrained', checkpoint='mmbackbones://hgnetv2/L')),
     neck=dict(in_channels=[512, 1024, 2048]))

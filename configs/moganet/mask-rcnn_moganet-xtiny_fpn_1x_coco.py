@@ -6,9 +6,9 @@
 # **kwargs (its runs trained every stage with BN in train mode); here they are honoured: the
 # stem and stage 1 are frozen with BN in eval mode, as those configs asked for.
 #
-# Weights: convert the official ImageNet checkpoint first (nothing downloads):
-#   python tools/model_converters/moganet_official.py moganet_xtiny_sz224_8xbs128_ep300.pth.tar \
-#       checkpoints/moganet_xtiny_official.pth
+# Weights: mmbackbones://moganet/xtiny (Westlake-AI/MogaNet, Apache-2.0), downloaded once, checked
+# and converted on first use. Without internet: `python tools/fetch_weights.py moganet/xtiny` where
+# there is, then copy the cache (docs/model_zoo.md).
 _base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
 custom_imports = dict(imports=['mmbackbones'], allow_failed_imports=False)
 
@@ -22,7 +22,7 @@ model = dict(
         frozen_stages=1,
         norm_cfg=dict(type='BN', requires_grad=True),
         norm_eval=True,
-        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/moganet_xtiny_official.pth')),
+        init_cfg=dict(type='Pretrained', checkpoint='mmbackbones://moganet/xtiny')),
     neck=dict(in_channels=[32, 64, 96, 192]))
 
 optim_wrapper = dict(

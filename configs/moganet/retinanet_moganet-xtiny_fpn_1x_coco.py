@@ -8,9 +8,9 @@
 # backbone returns strides 8/16/32 only, and the stem and stage 1 are frozen with BN in eval
 # mode, as those configs asked for.
 #
-# Weights: convert the official ImageNet checkpoint first (nothing downloads):
-#   python tools/model_converters/moganet_official.py moganet_xtiny_sz224_8xbs128_ep300.pth.tar \
-#       checkpoints/moganet_xtiny_official.pth
+# Weights: mmbackbones://moganet/xtiny (Westlake-AI/MogaNet, Apache-2.0), downloaded once, checked
+# and converted on first use. Without internet: `python tools/fetch_weights.py moganet/xtiny` where
+# there is, then copy the cache (docs/model_zoo.md).
 _base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'
 custom_imports = dict(imports=['mmbackbones'], allow_failed_imports=False)
 
@@ -24,7 +24,7 @@ model = dict(
         frozen_stages=1,
         norm_cfg=dict(type='BN', requires_grad=True),
         norm_eval=True,
-        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/moganet_xtiny_official.pth')),
+        init_cfg=dict(type='Pretrained', checkpoint='mmbackbones://moganet/xtiny')),
     neck=dict(in_channels=[64, 96, 192], start_level=0, add_extra_convs='on_input', num_outs=5))
 
 optim_wrapper = dict(

@@ -3,9 +3,9 @@
 # frozen (its freeze_at=0) and every BatchNorm frozen (freeze_norm); the DINO base already gives
 # the backbone lr_mult=0.1.
 #
-# Weights: convert RT-DETR's PaddleClas-converted ImageNet checkpoint first (nothing downloads):
-#   python tools/model_converters/rtdetr_presnet.py \
-#       ResNet50_vd_ssld_v2_pretrained_from_paddle.pth checkpoints/presnet50-vd_rtdetr.pth
+# Weights: mmbackbones://presnet/R50 (lyuwenyu/RT-DETR, Apache-2.0), downloaded once, checked and
+# converted on first use. Without internet: `python tools/fetch_weights.py presnet/R50` where there
+# is, then copy the cache (docs/model_zoo.md).
 # (or timm's resnet50d with tools/model_converters/timm_resnetd.py). Both expect RGB input with
 # ImageNet statistics: the DINO base's preprocessor.
 _base_ = 'mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py'
@@ -19,5 +19,5 @@ model = dict(
         out_indices=(1, 2, 3),
         frozen_stages=0,
         freeze_norm=True,
-        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/presnet50-vd_rtdetr.pth')),
+        init_cfg=dict(type='Pretrained', checkpoint='mmbackbones://presnet/R50')),
     neck=dict(in_channels=[512, 1024, 2048]))

@@ -1,8 +1,8 @@
 # RetinaNet with a ShuffleNetV2 x1.0 backbone (strides 8/16/32) and mmdet's FPN, 1x schedule.
 #
-# Weights: convert torchvision's ImageNet checkpoint first (nothing downloads):
-#   python tools/model_converters/torchvision_shufflenetv2.py shufflenetv2_x1-5666bf0f80.pth \
-#       checkpoints/shufflenetv2_x1.0_torchvision.pth
+# Weights: mmbackbones://shufflenetv2/x1_0 (pytorch/vision, BSD-3-Clause), downloaded once, checked
+# and converted on first use. Without internet: `python tools/fetch_weights.py shufflenetv2/x1_0`
+# where there is, then copy the cache (docs/model_zoo.md).
 # torchvision weights expect RGB input with ImageNet statistics: mmdet's default preprocessor.
 _base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'
 custom_imports = dict(imports=['mmbackbones'], allow_failed_imports=False)
@@ -16,5 +16,5 @@ model = dict(
         frozen_stages=0,
         norm_eval=True,
         init_cfg=dict(type='Pretrained',
-                      checkpoint='checkpoints/shufflenetv2_x1.0_torchvision.pth')),
+                      checkpoint='mmbackbones://shufflenetv2/x1_0')),
     neck=dict(in_channels=[116, 232, 464], start_level=0, num_outs=5))

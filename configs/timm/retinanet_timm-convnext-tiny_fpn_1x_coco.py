@@ -7,10 +7,10 @@
 # level (convnext's first feature; timm levels finer than stride 4 belong to the stem).
 # timm's ImageNet weights use RGB ImageNet mean/std, as the base config does.
 #
-# Weights come from a local file, never a download. Save timm's state dict once where there is
-# network access:
-#   python -c "import timm, torch; torch.save(timm.create_model('convnext_tiny.in12k_ft_in1k',
-#       pretrained=True).state_dict(), 'checkpoints/timm_convnext_tiny.in12k_ft_in1k.pth')"
+# Weights: mmbackbones://timm/convnext_tiny.in12k_ft_in1k (timm on the Hugging Face hub),
+# downloaded once, checked and converted on first use. Without internet: `python
+# tools/fetch_weights.py timm/convnext_tiny.in12k_ft_in1k` where there is, then copy the cache
+# (docs/model_zoo.md).
 # A downloaded .safetensors file works too, through timm's loader: pretrained=True,
 # pretrained_cfg_overlay=dict(file='.../model.safetensors') instead of init_cfg.
 _base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'
@@ -25,7 +25,7 @@ model = dict(
         frozen_stages=-1,
         drop_path_rate=0.2,  # passed through to timm.create_model
         init_cfg=dict(type='Pretrained',
-                      checkpoint='checkpoints/timm_convnext_tiny.in12k_ft_in1k.pth')),
+                      checkpoint='mmbackbones://timm/convnext_tiny.in12k_ft_in1k')),
     neck=dict(in_channels=[192, 384, 768], start_level=0, num_outs=5))
 
 # ConvNeXt is trained with AdamW; no weight decay on norms, biases and layer scales (gamma).

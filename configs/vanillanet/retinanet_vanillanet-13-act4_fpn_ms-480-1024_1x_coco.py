@@ -1,11 +1,11 @@
 # RetinaNet with a VanillaNet-13 backbone (act_num=4), strides 8/16/32, multi-scale 480-1024
 # training, 1x schedule: the official VanillaNet detection setting (43.0 box AP in its README).
 #
-# Weights: convert the official ImageNet checkpoint first (nothing downloads):
-#   python tools/model_converters/vanillanet_official.py \
-#       vanillanet_13_act_num_4_kd_pretrain.pth checkpoints/vanillanet-13-act4_official.pth \
-#       --arch vanillanet_13
-# (the official detection code loads its 'model_ema' entry; so does the converter by default).
+# Weights: mmbackbones://vanillanet/vanillanet_13_act_num_4_kd_pretrain (huawei-noah/VanillaNet,
+# MIT), downloaded once, checked and converted on first use. Without internet: `python
+# tools/fetch_weights.py vanillanet/vanillanet_13_act_num_4_kd_pretrain` where there is, then copy
+# the cache (docs/model_zoo.md).
+# (the official detection code loads its 'model_ema' entry; so does mmbackbones).
 # The official backbone has no act_learn ramp in detection (the pretrained net is at act_learn=1),
 # so a trained detector can be re-parameterised with tools/deploy/reparameterize.py.
 _base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'
@@ -22,7 +22,7 @@ model = dict(
         norm_cfg=dict(type='SyncBN', eps=1e-6, requires_grad=True),
         norm_eval=False,
         init_cfg=dict(type='Pretrained',
-                      checkpoint='checkpoints/vanillanet-13-act4_official.pth')),
+                      checkpoint='mmbackbones://vanillanet/vanillanet_13_act_num_4_kd_pretrain')),
     neck=dict(in_channels=[1024, 2048, 4096], start_level=0, num_outs=5))
 
 train_pipeline = [

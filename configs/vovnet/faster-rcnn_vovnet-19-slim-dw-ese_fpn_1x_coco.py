@@ -4,5 +4,5 @@ _base_ = './faster-rcnn_vovnet-39-ese_fpn_1x_coco.py'
 model = dict(
     backbone=dict(
         arch='V-19-slim-dw-eSE',
-        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/vovnet-19-slim-dw-ese_official.pth')),
+        init_cfg=dict(type='Pretrained', checkpoint='mmbackbones://vovnet/V-19-slim-dw-eSE')),
     neck=dict(in_channels=[112, 256, 384, 512]))

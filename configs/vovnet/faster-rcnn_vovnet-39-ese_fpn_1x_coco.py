@@ -1,8 +1,9 @@
 # Faster R-CNN with a VoVNetV2-39 (eSE) backbone and mmdet's FPN, 1x schedule.
 #
-# Weights: convert the official vovnet-detectron2 ImageNet checkpoint first (nothing downloads):
-#   python tools/model_converters/vovnet_official.py vovnet39_ese_detectron2.pth \
-#       checkpoints/vovnet-39-ese_official.pth
+# Weights: mmbackbones://vovnet/V-39-eSE (youngwanLEE/vovnet-detectron2, CC BY-NC 4.0
+# (non-commercial use only)), downloaded once, checked and converted on first use. Without
+# internet: `python tools/fetch_weights.py vovnet/V-39-eSE` where there is, then copy the cache
+# (docs/model_zoo.md).
 # The official recipe keeps BN frozen (detectron2 FrozenBN, FREEZE_AT=0) and feeds BGR images
 # normalised with detectron2's MSRA statistics; both are reproduced here.
 _base_ = 'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py'
@@ -19,5 +20,5 @@ model = dict(
         frozen_stages=-1,
         norm_cfg=dict(type='BN', requires_grad=False),
         norm_eval=True,
-        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/vovnet-39-ese_official.pth')),
+        init_cfg=dict(type='Pretrained', checkpoint='mmbackbones://vovnet/V-39-eSE')),
     neck=dict(in_channels=[256, 512, 768, 1024]))

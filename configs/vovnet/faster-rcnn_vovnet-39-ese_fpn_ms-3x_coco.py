@@ -13,5 +13,5 @@ model = dict(
         frozen_stages=-1,
         norm_cfg=dict(type='BN', requires_grad=False),
         norm_eval=True,
-        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/vovnet-39-ese_official.pth')),
+        init_cfg=dict(type='Pretrained', checkpoint='mmbackbones://vovnet/V-39-eSE')),
     neck=dict(in_channels=[256, 512, 768, 1024]))

@@ -4,5 +4,5 @@ _base_ = './faster-rcnn_vovnet-39-ese_fpn_ms-3x_coco.py'
 model = dict(
     backbone=dict(
         arch='V-99-eSE',
-        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/vovnet-99-ese_official.pth')),
+        init_cfg=dict(type='Pretrained', checkpoint='mmbackbones://vovnet/V-99-eSE')),
     neck=dict(in_channels=[256, 512, 768, 1024]))

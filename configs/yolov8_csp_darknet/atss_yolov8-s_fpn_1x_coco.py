@@ -1,8 +1,8 @@
 # ATSS with a YOLOv8-s CSPDarknet backbone (P3/P4/P5) and mmdet's FPN, 1x schedule.
 #
-# Weights (nothing downloads):
-#   python tools/model_converters/ultralytics_yolov8.py yolov8s.pt \
-#       checkpoints/yolov8-s_csp_darknet_ultralytics.pth
+# Weights: mmbackbones://yolov8/s (ultralytics/ultralytics, AGPL-3.0), downloaded once, checked and
+# converted on first use. Without internet: `python tools/fetch_weights.py yolov8/s` where there
+# is, then copy the cache (docs/model_zoo.md).
 # ultralytics trains on RGB scaled to [0, 1]; the preprocessor does the same.
 _base_ = 'mmdet::atss/atss_r50_fpn_1x_coco.py'
 custom_imports = dict(imports=['mmbackbones'], allow_failed_imports=False)
@@ -17,5 +17,5 @@ model = dict(
         frozen_stages=0,
         norm_eval=True,
         init_cfg=dict(type='Pretrained',
-                      checkpoint='checkpoints/yolov8-s_csp_darknet_ultralytics.pth')),
+                      checkpoint='mmbackbones://yolov8/s')),
     neck=dict(in_channels=[128, 256, 512], start_level=0, num_outs=5))

@@ -1,13 +1,13 @@
 # FCOS (GN head) with a YOLOv8-m CSPDarknet backbone and mmdet's FPN, 1x schedule.
 #
-# Weights (nothing downloads):
-#   python tools/model_converters/ultralytics_yolov8.py yolov8m.pt \
-#       checkpoints/yolov8-m_csp_darknet_ultralytics.pth
+# Weights: mmbackbones://yolov8/m (ultralytics/ultralytics, AGPL-3.0), downloaded once, checked and
+# converted on first use. Without internet: `python tools/fetch_weights.py yolov8/m` where there
+# is, then copy the cache (docs/model_zoo.md).
 _base_ = './fcos_yolov8-s_fpn_gn-head_1x_coco.py'
 
 model = dict(
     backbone=dict(
         arch='m',
         init_cfg=dict(type='Pretrained',
-                      checkpoint='checkpoints/yolov8-m_csp_darknet_ultralytics.pth')),
+                      checkpoint='mmbackbones://yolov8/m')),
     neck=dict(in_channels=[192, 384, 576]))

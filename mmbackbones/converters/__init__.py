@@ -5,8 +5,7 @@ from .mmpretrain_models import convert_mmpretrain_shufflenetv2
 from .mmyolo_models import convert_mmyolo_yolov8
 from .moganet_official import convert_moganet_official
 from .rtdetr_official import convert_rtdetr_hgnetv2, convert_rtdetr_presnet
-from .timm_models import convert_timm_vovnet
-from .timm_rtdetr import convert_timm_hgnetv2, convert_timm_resnetd
+from .timm_models import convert_timm_hgnetv2, convert_timm_resnetd, convert_timm_vovnet
 from .torchvision_models import convert_torchvision_shufflenetv2
 from .ultralytics_yolov8 import convert_ultralytics_yolov8, load_ultralytics_checkpoint
 from .vanillanet_official import convert_vanillanet_official

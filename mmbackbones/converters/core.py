@@ -113,14 +113,59 @@ def check_against_model(state_dict: StateDict, model: nn.Module, source: str,
     return report
 
 
-def extract_state_dict(ckpt: object) -> Dict[str, torch.Tensor]:
-    """The weights inside a checkpoint: its ``state_dict`` or ``model`` entry, or itself."""
+def extract_state_dict(ckpt: object, entries: Sequence[str] = ('state_dict', 'model')
+                       ) -> Dict[str, torch.Tensor]:
+    """The weights inside a checkpoint: its first ``entries`` entry that is a dict (by default
+    ``state_dict``, then ``model``), or the checkpoint itself."""
     if not isinstance(ckpt, Mapping):
         raise TypeError(f'expected a checkpoint dict, got {type(ckpt).__name__}.')
-    for key in ('state_dict', 'model'):
+    for key in entries:
         if isinstance(ckpt.get(key), Mapping):
             return dict(ckpt[key])
     return dict(ckpt)
+
+
+@dataclass(frozen=True)
+class SourceFormat:
+    """How to recognise one source's checkpoints, and the converter that reads them.
+
+    Attributes:
+        name: short id, e.g. ``'vovnet-detectron2'`` (the weights registry refers to it).
+        description: what the checkpoints are, for messages.
+        backbone: the mmbackbones backbone type the converter produces.
+        convert: the converter (state dict -> :class:`ConversionResult`).
+        signature: regexes; a state dict is of this format when each one fully matches at
+            least one of its keys.
+        entries: where the weights sit inside a checkpoint file, tried in order (else the file
+            is the state dict itself).
+        hint: what the converted weights need from the backbone config, said when they do not
+            fill it.
+    """
+    name: str
+    description: str
+    backbone: str
+    convert: Callable[[Mapping[str, torch.Tensor]], ConversionResult]
+    signature: Tuple[str, ...]
+    entries: Tuple[str, ...] = ('state_dict', 'model')
+    hint: str = ''
+
+    def select(self, ckpt: Mapping) -> StateDict:
+        """The state dict of this format inside a checkpoint (or the checkpoint itself)."""
+        return extract_state_dict(ckpt, self.entries)
+
+    def recognises(self, state_dict: Mapping[str, object]) -> bool:
+        return all(any(re.fullmatch(pattern, key) for key in state_dict)
+                   for pattern in self.signature)
+
+
+def recognise(ckpt: Mapping, formats: Iterable[SourceFormat]) -> List[SourceFormat]:
+    """Every format in ``formats`` whose signature the checkpoint's state dict matches."""
+    return [fmt for fmt in formats if fmt.recognises(fmt.select(ckpt))]
+
+
+def describe_formats(formats: Iterable[SourceFormat]) -> str:
+    """``'name (description), ...'`` for messages that list the formats tried."""
+    return '; '.join(f'{fmt.name} ({fmt.description})' for fmt in formats)
 
 
 def load_source_checkpoint(path: str) -> StateDict:

@@ -25,7 +25,7 @@ from mmengine.registry import MODELS as MMENGINE_MODELS
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from mmbackbones.converters.core import extract_state_dict
+from mmbackbones.models import pretrained as pretrained_loading
 from mmbackbones.models.layers.conv_fusion import BATCH_NORM_TYPES
 from mmbackbones.models.layers.conv_module import FoldableConvModule
 
@@ -465,8 +465,15 @@ class BaseBackbone(BaseModule):
 
     def load_pretrained(self, checkpoint: str, prefix: Optional[str] = None,
                         map_location: str = 'cpu', min_loaded_ratio: Optional[float] = None,
-                        ) -> Dict[str, List[str]]:
-        """Load weights for this backbone from a checkpoint file and report what matched.
+                        sha256: Optional[str] = None) -> Dict[str, List[str]]:
+        """Load weights for this backbone from a checkpoint and report what matched.
+
+        ``checkpoint`` is a named weight (``'mmbackbones://vovnet/V-39-eSE'``: downloaded once,
+        checked, converted and cached, see :mod:`mmbackbones.weights`), a local path or URL of an
+        mmbackbones / mmdet checkpoint or of an unconverted official, timm, torchvision or
+        ultralytics file (its format is recognised from its keys and converted on load), or any
+        other mmengine checkpoint path. ``sha256`` (a digest or a prefix of at least 8 hex
+        digits) pins the file: another file is refused.
 
         The state dict is taken from ``state_dict`` / ``model`` wrappers when present, keys under
         ``prefix`` are selected (``'backbone.'`` for a detector or mmpretrain checkpoint), and a
@@ -481,54 +488,12 @@ class BaseBackbone(BaseModule):
         other counts they are repeated cyclically and scaled by ``ckpt_channels / in_channels``.
 
         Returns:
-            dict: ``missing``, ``unexpected`` and ``shape_mismatch`` key lists.
+            dict: ``missing``, ``unexpected`` and ``shape_mismatch`` key lists, and ``source``
+            (the format the weights were converted from, ``'mmbackbones'`` if none).
         """
-        from mmengine.runner.checkpoint import _load_checkpoint
-
-        name = type(self).__name__
-        ratio = self.default_min_loaded_ratio if min_loaded_ratio is None else min_loaded_ratio
-        ckpt = _load_checkpoint(checkpoint, map_location=map_location)
-        state = extract_state_dict(ckpt)
-        if prefix:
-            prefix = prefix if prefix.endswith('.') else prefix + '.'
-            selected = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-            if not selected:
-                raise RuntimeError(f'{name}: no key of {checkpoint!r} starts with prefix '
-                                   f'{prefix!r}; its keys look like {_sample_keys(state)}.')
-            state = selected
-        state = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
-        state = self.map_checkpoint_keys(state)
-
-        own = self.state_dict()
-        state = self._adapt_input_conv(state, own)
-        loadable = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
-        report = dict(
-            missing=sorted(k for k in own if k not in loadable),
-            unexpected=sorted(k for k in state if k not in own),
-            shape_mismatch=sorted(f'{k}: checkpoint {tuple(state[k].shape)} vs model '
-                                  f'{tuple(own[k].shape)}'
-                                  for k in state if k in own and k not in loadable))
-        params = dict(self.named_parameters())
-        total = sum(p.numel() for p in params.values())
-        loaded = sum(params[k].numel() for k in loadable if k in params)
-        share = loaded / total if total else 1.0
-        summary = (f'{name}: loaded {len(loadable)}/{len(own)} tensors ({share:.1%} of parameter '
-                   f'elements) from {checkpoint!r}')
-        details = []
-        for key in ('missing', 'unexpected', 'shape_mismatch'):
-            if report[key]:
-                details.append(f'{key} ({len(report[key])}): {_sample_keys(report[key], 8)}')
-        if share < ratio:
-            hint = _prefix_hint(state, own)
-            raise RuntimeError(f'{summary}, below min_loaded_ratio={ratio}. Refusing to train from '
-                               f'a mostly random backbone. ' + '; '.join(details) + (
-                                   f'. {hint}' if hint else '. Is it a checkpoint of this family and '
-                                   'arch? Convert official/timm weights with tools/model_converters.'))
-        self.load_state_dict(loadable, strict=False)
-        print_log(summary + ('; ' + '; '.join(details) if details else ''), logger='current',
-                  level=logging.WARNING if details else logging.INFO)
-        self._is_init = True
-        return report
+        return pretrained_loading.load_pretrained(
+            self, checkpoint, prefix=prefix, map_location=map_location,
+            min_loaded_ratio=min_loaded_ratio, sha256=sha256)
 
     def map_checkpoint_keys(self, state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         """Rename checkpoint keys to this backbone's; identity unless a subclass wraps another
@@ -538,46 +503,4 @@ class BaseBackbone(BaseModule):
     def _adapt_input_conv(self, state: Dict[str, torch.Tensor],
                           own: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         """Adapt the input conv of ``state`` to this model's input channels (load_pretrained)."""
-        names = {id(m): n for n, m in self.named_modules()}
-        first = next((m for part in self._pipeline() for m in part.modules()
-                      if isinstance(m, nn.Conv2d)), None)  # in forward order, not registration
-        if first is None or first.groups != 1:
-            return state
-        key = f'{names[id(first)]}.weight'
-        if key not in state or key not in own:
-            return state
-        src, dst = state[key], own[key]
-        if src.dim() != 4 or src.shape == dst.shape or src.shape[0] != dst.shape[0] \
-                or src.shape[2:] != dst.shape[2:]:
-            return state
-        src_ch, dst_ch = src.shape[1], dst.shape[1]
-        if dst_ch == 1:
-            adapted = src.sum(dim=1, keepdim=True)
-            how = f'summed over its {src_ch} channels'
-        else:
-            index = torch.arange(dst_ch) % src_ch
-            adapted = src[:, index] * (src_ch / dst_ch)
-            how = f'repeated cyclically and scaled by {src_ch}/{dst_ch}'
-        print_log(f'{type(self).__name__}: the checkpoint\'s input conv {key!r} is for {src_ch} '
-                  f'input channels, this model has {dst_ch}; its filters were {how}.',
-                  logger='current', level=logging.WARNING)
-        return dict(state, **{key: adapted.to(src.dtype)})
-
-
-def _sample_keys(keys: Iterable[str], n: int = 3) -> str:
-    keys = list(keys)
-    shown = ', '.join(repr(k) for k in keys[:n])
-    return shown + (f', ... ({len(keys)} in all)' if len(keys) > n else '')
-
-
-def _prefix_hint(state: Dict[str, Any], own: Dict[str, Any]) -> str:
-    """Suggest a prefix when stripping one from the checkpoint keys would match the model."""
-    candidates = {k.split('.', 1)[0] + '.' for k in state if '.' in k}
-    best, best_hits = None, 0
-    for candidate in candidates:
-        hits = sum(1 for k in state if k.startswith(candidate) and k[len(candidate):] in own)
-        if hits > best_hits:
-            best, best_hits = candidate, hits
-    if best and best_hits >= 0.5 * len(own):
-        return f"Its keys match after stripping {best!r}: pass prefix={best!r} in init_cfg."
-    return ''
+        return pretrained_loading.adapt_input_conv(self, state, own)
