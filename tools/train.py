@@ -13,6 +13,8 @@ Same command line as MMDetection 3.3's tools/train.py. Differences that matter:
   starts fresh when there is none.
 * Checkpoints are written atomically (temporary file + rename) unless the config chose its own
   checkpoint backend.
+* Each checkpoint also holds the random generators' state (``RNGStateHook``), so a resumed run
+  continues the random stream of the run it resumes.
 * Without CUDA, ``--launcher pytorch`` (tools/dist_train.sh) trains on CPU over gloo.
 """
 import argparse
@@ -65,6 +67,7 @@ def main(argv=None) -> None:
         from mmengine.logging import print_log
         print_log('Checkpoints are written atomically (backend_args=dict(backend='
                   "'atomic_local')).", logger='current', level=logging.INFO)
+    launch.enable_rng_state_checkpoints(cfg)
     launch.run(cfg, created_group, 'train')
 
 

@@ -34,7 +34,8 @@ from .checkpoint import (ATOMIC_BACKEND_NAME, CorruptCheckpointError, check_chec
 __all__ = [
     'UsageError', 'add_common_args', 'load_config', 'check_neck_in_channels', 'setup_distributed',
     'teardown_distributed', 'build_runner', 'run', 'apply_resume', 'enable_amp',
-    'enable_auto_scale_lr', 'enable_atomic_checkpoint_writes', 'check_checkpoint_arg',
+    'enable_auto_scale_lr', 'enable_atomic_checkpoint_writes', 'enable_rng_state_checkpoints',
+    'check_checkpoint_arg',
     'enable_visualization', 'add_dump_results', 'enable_tta', 'LAUNCHERS',
 ]
 
@@ -316,6 +317,19 @@ def enable_atomic_checkpoint_writes(cfg: Config) -> bool:
     if _is_remote(str(out_dir)):
         return False
     hook.backend_args = dict(backend=ATOMIC_BACKEND_NAME)
+    return True
+
+
+def enable_rng_state_checkpoints(cfg: Config) -> bool:
+    """Add :class:`~.hooks.RNGStateHook` to ``custom_hooks`` unless the config has it already,
+    so every checkpoint holds the generators' state and a resumed run draws the same random
+    numbers (denoising noise, drop-path, dropout) as an uninterrupted one. Returns True when
+    added."""
+    hooks = list(cfg.get('custom_hooks') or [])
+    if any(h.get('type') in ('RNGStateHook', 'mmbackbones.RNGStateHook') for h in hooks):
+        return False
+    hooks.append(dict(type='RNGStateHook'))
+    cfg.custom_hooks = hooks
     return True
 
 

@@ -3,6 +3,7 @@
 
 from .act_learn import VanillaNetActLearnHook
 from .frozen_stages import FrozenStagesScheduleHook
+from .rng_state import RNGStateHook
 from .train_cost import TrainCostHook
 
-__all__ = ['VanillaNetActLearnHook', 'FrozenStagesScheduleHook', 'TrainCostHook']
+__all__ = ['VanillaNetActLearnHook', 'FrozenStagesScheduleHook', 'RNGStateHook', 'TrainCostHook']
