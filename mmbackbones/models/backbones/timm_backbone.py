@@ -18,7 +18,7 @@ import torch
 from mmdet.registry import MODELS
 from torch import nn
 
-from .base import BaseBackbone
+from .base import BaseBackbone, check_in_channels
 
 # mmcv layer configs have no meaning for timm's layers; timm would ignore some of them silently.
 MMCV_ONLY_ARGS = ('norm_cfg', 'conv_cfg', 'act_cfg', 'dcn', 'stage_with_dcn', 'style')
@@ -177,13 +177,9 @@ class TimmBackbone(BaseBackbone):
         num_stages (int, optional): timm features to build. Default: ``max(out_indices) + 1``,
             as timm does (later stages are not built).
         frozen_stages (int): -1 freezes nothing, 0 the stem, k the stem and stages 0..k-1
-            (timm features 0..k-1). Frozen parts are in eval mode with ``requires_grad=False``,
-            so they record no autograd graph. Default: -1.
-        norm_eval (bool): Keep every BatchNorm in eval mode during training. Default: True.
+            (timm features 0..k-1). Default: -1.
         with_cp (bool): timm's gradient checkpointing (``set_grad_checkpointing``); an error
             for a model that has none. Default: False.
-        channels_last (bool): Run channels-last inside (outputs stay NCHW). Default: False.
-        in_channels (int): Input image channels (timm's ``in_chans``). Default: 3.
         pretrained (bool | str): ``True`` loads timm's weights from the local file given as
             ``pretrained_cfg_overlay=dict(file=...)``, with timm's own loader and checks
             (``.safetensors`` works); without such a file it is an error, never a download.
@@ -195,6 +191,10 @@ class TimmBackbone(BaseBackbone):
             loading fails below ``min_loaded_ratio`` (default 0.9) of the parameters.
         **timm_kwargs: Passed to ``timm.create_model`` (``drop_path_rate``, ``output_stride``,
             ``pretrained_cfg_overlay``, ...).
+
+    The other arguments are :class:`BaseBackbone`'s, with these defaults: ``in_channels=3``
+    (timm's ``in_chans``), ``norm_eval=True``, ``channels_last=False``. mmcv layer configs
+    (``norm_cfg``, ``conv_cfg``, ``act_cfg``) do not apply: timm builds its own layers.
 
     Config example (RetinaNet; see configs/timm/ for complete files)::
 
@@ -217,12 +217,12 @@ class TimmBackbone(BaseBackbone):
         >>> model = TimmBackbone('resnet18', out_indices=(1, 2, 3, 4), frozen_stages=2).eval()
         >>> model.out_channels, model.out_strides
         ((64, 128, 256, 512), (4, 8, 16, 32))
-        >>> for out in model(torch.rand(1, 3, 224, 224)):
+        >>> for out in model(torch.rand(1, 3, 64, 64)):
         ...     print(tuple(out.shape))
-        (1, 64, 56, 56)
-        (1, 128, 28, 28)
-        (1, 256, 14, 14)
-        (1, 512, 7, 7)
+        (1, 64, 16, 16)
+        (1, 128, 8, 8)
+        (1, 256, 4, 4)
+        (1, 512, 2, 2)
     """
 
     def __init__(self, model_name: str, out_indices: Optional[Sequence[int]] = None,
@@ -232,6 +232,9 @@ class TimmBackbone(BaseBackbone):
                  plugins: Optional[List[dict]] = None,
                  init_cfg: Optional[Union[dict, List[dict]]] = None, **timm_kwargs) -> None:
         timm_kwargs = self._check_timm_kwargs(model_name, timm_kwargs)
+        if isinstance(pretrained, str) and pretrained.lower() in ('true', 'false'):
+            raise TypeError(f'TimmBackbone: pretrained must be True, False or a checkpoint path; '
+                            f'got the string {pretrained!r} (a string is not read as a bool).')
         load_timm_weights = pretrained is True
         if load_timm_weights:
             if init_cfg is not None:
@@ -241,14 +244,15 @@ class TimmBackbone(BaseBackbone):
                 model_name, timm_kwargs.get('pretrained_cfg_overlay'))
         if isinstance(pretrained, bool):  # a str (or anything else) is BaseBackbone's to check
             pretrained = None
-        timm_kwargs['in_chans'] = in_channels
+        timm_kwargs['in_chans'] = check_in_channels('TimmBackbone', in_channels)
 
         info, default_indices = self._probe_feature_info(model_name, timm_kwargs)
         if out_indices is None:
             out_indices = default_indices
         if num_stages is None:
             num_stages = self._default_num_stages(out_indices, len(info))
-        super().__init__(max_stages=len(info), num_stages=num_stages, out_indices=out_indices,
+        super().__init__(max_stages=len(info), in_channels=in_channels, num_stages=num_stages,
+                         out_indices=out_indices,
                          frozen_stages=frozen_stages, norm_eval=norm_eval, with_cp=with_cp,
                          channels_last=channels_last, plugins=plugins, pretrained=pretrained,
                          init_cfg=init_cfg)

@@ -161,7 +161,7 @@ def test_errors_name_the_argument_and_the_choices():
     with pytest.raises(ValueError, match=r'embed_dims \[12\] are not multiples of '
                                          r'sum\(attn_channel_split\)=8'):
         MogaNet(arch=dict(TINY, embed_dims=[16, 12, 24, 32]))
-    with pytest.raises(ValueError, match=r"'ffn_ratios' must be 4 positive numbers"):
+    with pytest.raises(ValueError, match=r"'ffn_ratios' must be a list of 4 positive numbers"):
         MogaNet(arch=dict(TINY, ffn_ratios=[2, 2, 2]))
     with pytest.raises(ValueError, match='arch dict has missing ffn_ratios'):
         MogaNet(arch=dict(embed_dims=[16], depths=[1]))
