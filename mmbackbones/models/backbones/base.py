@@ -46,6 +46,11 @@ _NOT_FOR_FEATURE_MAPS = (nn.LayerNorm, nn.BatchNorm1d, nn.BatchNorm3d, nn.Instan
 _NO_CHANNEL_CHECK = object()
 
 
+class ArgumentTypeError(TypeError, ValueError):
+    """An argument of the wrong type (a float or bool ``frozen_stages``, say). A TypeError, and
+    also a ValueError for code written when these checks raised ValueError."""
+
+
 # ------------------------------------------------------------------ argument checks
 def check_bool(owner: str, name: str, value: Any) -> bool:
     """``value`` as a bool; a bool-like string, an int or None is a TypeError naming ``name``
@@ -66,8 +71,9 @@ def check_int(owner: str, name: str, value: Any, low: Optional[int] = None,
     elif low is not None:
         valid = valid or f'>= {low}'
     if not isinstance(value, numbers.Integral) or isinstance(value, (bool, np.bool_)):
-        raise TypeError(f'{owner}: {name} must be an int{f" ({valid})" if valid else ""}, got '
-                        f'{value!r} ({type(value).__name__}).')
+        raise ArgumentTypeError(f'{owner}: {name}={value!r} must be an int'
+                                f'{f"; use {valid}" if valid else ""} (got a '
+                                f'{type(value).__name__}).')
     value = int(value)
     if (low is not None and value < low) or (high is not None and value > high):
         raise ValueError(f'{owner}: {name}={value!r} is out of range; use {valid}.')
@@ -376,8 +382,8 @@ class BaseBackbone(BaseModule):
         if not isinstance(out_indices, (list, tuple, range, np.ndarray)) or not all(
                 isinstance(i, numbers.Integral) and not isinstance(i, (bool, np.bool_))
                 for i in out_indices):
-            raise TypeError(f'{name}: out_indices must be a sequence of ints in {valid}, got '
-                            f'{out_indices!r} ({type(out_indices).__name__}).')
+            raise ArgumentTypeError(f'{name}: out_indices={out_indices!r} must be a sequence of '
+                                    f'ints in {valid} (got a {type(out_indices).__name__}).')
         indices = tuple(int(i) for i in out_indices)
         if not indices:
             raise ValueError(f'{name}: out_indices={out_indices!r} must be a non-empty sequence of '

@@ -90,7 +90,7 @@ def test_norm_cfg_and_out_norm_cfg():
     assert _norm_types(model) == ({nn.BatchNorm2d}, {nn.BatchNorm2d}, {nn.GroupNorm})
     assert len(model(image())) == 4
     with pytest.raises(ValueError,
-                       match=r"out_norm_cfg\): norm_cfg type 'LNx' is not a registered"):
+                       match=r"MogaNet: out_norm_cfg type 'LNx' is not a registered"):
         MogaNet(arch=TINY, out_norm_cfg=dict(type='LNx'))
 
 
