@@ -283,6 +283,23 @@ class BaseBackbone(BaseModule):
     GPU, or any type under autocast) whose C is ``in_channels`` and whose H and W are at least
     :attr:`min_input_size`; anything else is a TypeError / ValueError that says what was given.
     The check reads a few tensor attributes and is skipped while tracing or compiling.
+
+    Example:
+        >>> import torch
+        >>> from mmbackbones.models import VoVNet
+        >>> model = VoVNet(arch='V-19-slim-dw-eSE', out_indices=(0, 1)).eval()
+        >>> model.out_strides, model.min_input_size
+        ((4, 8), 8)
+        >>> [tuple(o.shape) for o in model(torch.rand(1, 3, 8, 8))]
+        [(1, 112, 2, 2), (1, 256, 1, 1)]
+        >>> model(torch.rand(1, 3, 7, 8))
+        Traceback (most recent call last):
+        ...
+        ValueError: VoVNet.forward: input 7x8 is too small; this architecture needs inputs of at least 8x8, ...
+        >>> VoVNet(arch='V-19-slim-dw-eSE', norm_eval='False')
+        Traceback (most recent call last):
+        ...
+        TypeError: VoVNet: norm_eval must be True or False, got 'False' (str) (a string is not read as a bool).
     """
 
     arch_settings: ClassVar[Dict[str, ArchSpec]] = {}
