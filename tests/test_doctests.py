@@ -2,8 +2,9 @@
 """The ``Example:`` of every backbone docstring runs as a doctest and prints what it shows.
 
 Each family's example builds a named variant and prints the output shapes for a small input;
-``BaseBackbone`` shows the input checks, ``arch_schema`` the schema messages. A new backbone module is picked up from the package
-(every module of ``mmbackbones.models.backbones``) and must carry at least one example.
+``BaseBackbone`` shows the input checks, ``arch_schema`` the schema messages. A new backbone
+module is picked up from the package (every module of ``mmbackbones.models.backbones``) and must
+carry at least one example.
 """
 import doctest
 import importlib

@@ -15,7 +15,7 @@ Example:
     >>> schema.check(dict(depths=[1, 2], widths=[8]), 'Net')
     Traceback (most recent call last):
     ...
-    ValueError: Net: arch 'widths' must be a list of 2 positive ints (one per stage, i.e. 2 values for depths=[1, 2]), got [8].
+    ValueError: Net: arch 'widths' must be a list of 2 positive ints (one per stage, ...), got [8].
 """
 import copy
 import difflib
@@ -67,7 +67,8 @@ class Int:
         return word
 
     def describe(self) -> str:
-        return 'an ' + self.noun(False) if self.noun(False)[0] in 'aeiou' else 'a ' + self.noun(False)
+        noun = self.noun(False)
+        return ('an ' if noun[0] in 'aeiou' else 'a ') + noun
 
 
 @dataclass(frozen=True)
@@ -161,7 +162,8 @@ class ArchSchema:
         """``'stem, depths and optionally act (True)'``, for messages about the whole dict."""
         hint = ', '.join(self.required)
         if self.optional:
-            hint += ' and optionally ' + ', '.join(f'{k} ({d!r})' for k, (d, _) in self.optional.items())
+            hint += ' and optionally ' + ', '.join(f'{k} ({d!r})'
+                                                   for k, (d, _) in self.optional.items())
         return hint
 
     def rule(self, key: str) -> Rule:

@@ -295,11 +295,11 @@ class BaseBackbone(BaseModule):
         >>> model(torch.rand(1, 3, 7, 8))
         Traceback (most recent call last):
         ...
-        ValueError: VoVNet.forward: input 7x8 is too small; this architecture needs inputs of at least 8x8, ...
+        ValueError: VoVNet.forward: input 7x8 is too small; ... at least 8x8, ...
         >>> VoVNet(arch='V-19-slim-dw-eSE', norm_eval='False')
         Traceback (most recent call last):
         ...
-        TypeError: VoVNet: norm_eval must be True or False, got 'False' (str) (a string is not read as a bool).
+        TypeError: VoVNet: norm_eval must be True or False, got 'False' (str) ...
     """
 
     arch_settings: ClassVar[Dict[str, ArchSpec]] = {}
@@ -445,9 +445,9 @@ class BaseBackbone(BaseModule):
             if isinstance(cfg['type'], str) and _registered(cfg['type']) is None:
                 examples = ', '.join(t for t in ('ContextBlock', 'GeneralizedAttention',
                                                  'NonLocal2d') if _registered(t) is not None)
+                hint = close_matches(cfg['type'], list(MMENGINE_MODELS.module_dict))
                 raise ValueError(f"{name}: plugin cfg type {cfg['type']!r} is not a registered "
-                                 f"layer{close_matches(cfg['type'], list(MMENGINE_MODELS.module_dict))}"
-                                 f'; mmcv / mmdet plugins include {examples}.')
+                                 f'layer{hint}; mmcv / mmdet plugins include {examples}.')
             position = plugin.get('position')
             if position not in self.plugin_positions:
                 raise ValueError(f'{name}: plugin position {position!r} does not exist; choose one '

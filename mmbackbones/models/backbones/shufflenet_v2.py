@@ -85,7 +85,8 @@ class ShuffleNetV2(BaseBackbone):
         spec = self.resolve_arch(arch)
         check_norm_cfg('ShuffleNetV2', norm_cfg)
         check_layer_cfgs('ShuffleNetV2', conv_cfg=conv_cfg, act_cfg=act_cfg)
-        super().__init__(max_stages=4, in_channels=in_channels, num_stages=num_stages, out_indices=out_indices,
+        super().__init__(max_stages=4, in_channels=in_channels, num_stages=num_stages,
+                         out_indices=out_indices,
                          frozen_stages=frozen_stages, norm_eval=norm_eval, with_cp=with_cp,
                          channels_last=channels_last, fuse_bn_eval=fuse_bn_eval, plugins=plugins, pretrained=pretrained,
                          init_cfg=init_cfg)
