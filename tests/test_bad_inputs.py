@@ -383,31 +383,37 @@ def run_case(case: BadCase) -> None:
         model(case.inputs(model))
 
 
-def classify(case: BadCase) -> Tuple[str, str]:
-    """``('clear' | 'unclear' | 'silent', message)``: clear is a ValueError / TypeError whose
-    message names the argument (case-insensitively)."""
+def classify(case: BadCase) -> Tuple[str, str, bool]:
+    """``('clear' | 'unclear' | 'silent', message, strict)``: clear is a ValueError / TypeError
+    whose message names the argument (case-insensitively); strict is what
+    ``test_bad_input_case`` asserts (the expected type, the family, the name and the value)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
             run_case(case)
     except Exception as exc:  # noqa: BLE001 - what is raised is what is classified
         message = f'{type(exc).__name__}: {exc}'
-        named = all(n.lower() in str(exc).lower() for n in case.names)
+        text = str(exc).lower()
+        named = all(n.lower() in text for n in case.names)
         clear = isinstance(exc, (ValueError, TypeError)) and named
-        return ('clear' if clear else 'unclear'), message
-    return 'silent', ''
+        strict = (clear and isinstance(exc, case.error) and str(exc).startswith(case.family)
+                  and all(w.lower() in text for w in case.shows))
+        return ('clear' if clear else 'unclear'), message, strict
+    return 'silent', '', False
 
 
 def census(cases: Sequence[BadCase] = None) -> Dict[str, Dict[str, int]]:
     """Counts of clear / unclear / silent cases per category (and ``'all'``), with the
-    unclear and silent ones listed under ``'_bad'``."""
+    unclear and silent ones listed under ``'_bad'``; ``strict`` counts the clear cases that also
+    pass ``test_bad_input_case``."""
     counts: Dict[str, Dict[str, int]] = {}
     bad = []
     for case in CASES_TABLE if cases is None else cases:
-        outcome, message = classify(case)
+        outcome, message, strict = classify(case)
         for key in (case.category, 'all'):
-            row = counts.setdefault(key, dict(clear=0, unclear=0, silent=0))
+            row = counts.setdefault(key, dict(clear=0, unclear=0, silent=0, strict=0))
             row[outcome] += 1
+            row['strict'] += strict
         if outcome != 'clear':
             bad.append(f'{outcome:8s} {case.id}: {message[:160]}')
     counts['_bad'] = bad  # type: ignore[assignment]

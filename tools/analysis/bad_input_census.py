@@ -2,8 +2,10 @@
 """Run the bad-input table of ``tests/test_bad_inputs.py`` and count the outcomes.
 
 Each case is *clear* (a ValueError / TypeError whose message names the argument), *unclear*
-(another exception, or a message that does not name it) or *silent* (accepted). Prints a table
-per category and lists the cases that are not clear.
+(another exception, or a message that does not name it) or *silent* (accepted); *strict* counts
+the clear ones that also have the expected type and show the bad value (what
+``test_bad_input_case`` asserts). Prints a table per category and lists the cases that are not
+clear.
 
 Usage::
 
@@ -29,9 +31,10 @@ def main(argv=None) -> int:
     from tests.test_bad_inputs import census
     counts = census()
     bad = counts.pop('_bad')
-    print(f'{"category":14s} {"clear":>6s} {"unclear":>8s} {"silent":>7s}')
+    print(f'{"category":14s} {"clear":>6s} {"unclear":>8s} {"silent":>7s} {"strict":>7s}')
     for category, row in sorted(counts.items(), key=lambda item: item[0] == 'all'):
-        print(f'{category:14s} {row["clear"]:6d} {row["unclear"]:8d} {row["silent"]:7d}')
+        print(f'{category:14s} {row["clear"]:6d} {row["unclear"]:8d} {row["silent"]:7d} '
+              f'{row["strict"]:7d}')
     for line in bad:
         print(line)
     if args.json:
