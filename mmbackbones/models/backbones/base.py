@@ -4,7 +4,8 @@ Every mmbackbones backbone subclasses :class:`BaseBackbone`. A backbone file the
 architecture table, its blocks and how its stages are assembled; this module owns what mmdet's
 ResNet users expect everywhere:
 
-* ``arch`` / ``depth`` resolution with clear errors,
+* ``arch`` / ``depth`` resolution with clear errors (custom dicts are checked against the
+  family's :class:`~mmbackbones.models.backbones.arch_schema.ArchSchema`),
 * ``num_stages``, ``out_indices`` validation (the stem is never a stage),
 * ``frozen_stages`` (-1 nothing, 0 the stem, k the stem and stages 1..k) and ``norm_eval``,
   re-applied on every ``train()`` call,
@@ -12,12 +13,16 @@ ResNet users expect everywhere:
 * ``plugins`` in mmdet's format, validated against the positions a backbone offers,
 * ``init_cfg=dict(type='Pretrained', ...)`` loading that reports missing / unexpected keys and
   refuses a checkpoint that covers too little of the backbone,
-* ``out_channels`` / ``out_strides`` for the selected outputs.
+* ``out_channels`` / ``out_strides`` for the selected outputs,
+* the argument checks every family shares (:func:`check_bool`, :func:`check_int`,
+  :func:`check_norm_cfg`, ...) and the check of the input of ``forward``.
 """
 import copy
 import logging
+import numbers
 from typing import Any, ClassVar, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 from mmengine.logging import print_log
 from mmengine.model import BaseModule
@@ -29,7 +34,77 @@ from mmbackbones.models import pretrained as pretrained_loading
 from mmbackbones.models.layers.conv_fusion import BATCH_NORM_TYPES
 from mmbackbones.models.layers.conv_module import FoldableConvModule
 
-ArchSpec = Dict[str, Any]
+from .arch_schema import ArchSchema, ArchSpec, close_matches
+
+# Norm layers that build with an int channel count but cannot normalise (N, C, H, W) maps:
+# LayerNorm normalises the last dimension (W), the 1d / 3d variants refuse 4-d input.
+_NOT_FOR_FEATURE_MAPS = (nn.LayerNorm, nn.BatchNorm1d, nn.BatchNorm3d, nn.InstanceNorm1d,
+                         nn.InstanceNorm3d)
+
+
+#: ``BaseBackbone(in_channels=...)`` left out: ``forward`` does not check the channel count.
+_NO_CHANNEL_CHECK = object()
+
+
+class ArgumentTypeError(TypeError, ValueError):
+    """An argument of the wrong type (a float or bool ``frozen_stages``, say). A TypeError, and
+    also a ValueError for code written when these checks raised ValueError."""
+
+
+# ------------------------------------------------------------------ argument checks
+def check_bool(owner: str, name: str, value: Any) -> bool:
+    """``value`` as a bool; a bool-like string, an int or None is a TypeError naming ``name``
+    (``'False'`` would otherwise be taken as True). numpy bools are accepted."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    hint = ' (a string is not read as a bool)' if isinstance(value, str) else ''
+    raise TypeError(f'{owner}: {name} must be True or False, got {value!r} '
+                    f'({type(value).__name__}){hint}.')
+
+
+def check_int(owner: str, name: str, value: Any, low: Optional[int] = None,
+              high: Optional[int] = None, valid: Optional[str] = None) -> int:
+    """``value`` as an int in ``low..high``: a TypeError for a non-int (bools, floats and
+    strings included), a ValueError out of range; ``valid`` describes the range in words."""
+    if low is not None and high is not None:
+        valid = valid or f'{low}..{high}'
+    elif low is not None:
+        valid = valid or f'>= {low}'
+    if not isinstance(value, numbers.Integral) or isinstance(value, (bool, np.bool_)):
+        raise ArgumentTypeError(f'{owner}: {name}={value!r} must be an int'
+                                f'{f"; use {valid}" if valid else ""} (got a '
+                                f'{type(value).__name__}).')
+    value = int(value)
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise ValueError(f'{owner}: {name}={value!r} is out of range; use {valid}.')
+    return value
+
+
+def check_number(owner: str, name: str, value: Any, low: float, high: float,
+                 high_open: bool = False, valid: Optional[str] = None) -> float:
+    """``value`` as a float in ``[low, high]`` (``[low, high)`` with ``high_open``)."""
+    valid = valid or f'[{low:g}, {high:g}{")" if high_open else "]"}'
+    if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)):
+        raise TypeError(f'{owner}: {name} must be a number in {valid}, got {value!r} '
+                        f'({type(value).__name__}).')
+    if not (low <= value < high if high_open else low <= value <= high):
+        raise ValueError(f'{owner}: {name}={value!r} must be in {valid}.')
+    return float(value)
+
+
+def check_choice(owner: str, name: str, value: Any, choices: Sequence[str]) -> str:
+    """``value`` if it is one of ``choices``, else a ValueError with the choices and the close
+    matches of a misspelt one."""
+    if isinstance(value, str) and value in choices:
+        return value
+    raise ValueError(f'{owner}: {name} {value!r} is unknown; choose one of {", ".join(choices)}'
+                     f'{close_matches(value, choices)}.')
+
+
+def check_in_channels(owner: str, in_channels: Any) -> int:
+    """The number of input image channels: a positive int."""
+    return check_int(owner, 'in_channels', in_channels, low=1,
+                     valid='a positive int: 3 for RGB images, 1 for grey ones')
 
 
 def known_norm_types() -> List[str]:
@@ -42,21 +117,80 @@ def known_norm_types() -> List[str]:
     return sorted(names)
 
 
-def check_norm_cfg(owner: str, norm_cfg: Optional[dict]) -> None:
-    """Fail early, with the valid choices, on a ``norm_cfg`` whose type does not exist."""
+def feature_map_norm_types() -> List[str]:
+    """The registered norm types a backbone can use on its (N, C, H, W) feature maps."""
+    return [name for name in known_norm_types()
+            if not issubclass(MMENGINE_MODELS.module_dict[name], _NOT_FOR_FEATURE_MAPS)]
+
+
+def _registered(layer_type: str) -> Optional[type]:
+    """The class registered as ``layer_type`` in the current scope (mmdet's when none is set)."""
+    from mmdet.registry import MODELS as MMDET_MODELS
+    with MMENGINE_MODELS.switch_scope_and_registry(None) as registry:
+        found = registry.get(layer_type)
+    return found if found is not None else MMDET_MODELS.get(layer_type)
+
+
+def check_norm_cfg(owner: str, norm_cfg: Optional[dict], name: str = 'norm_cfg') -> None:
+    """Fail early, with the valid choices, on a ``norm_cfg`` whose type does not exist or
+    cannot normalise feature maps (LayerNorm, BN1d, GN without ``num_groups``)."""
     if norm_cfg is None:
         return
     if not isinstance(norm_cfg, dict) or 'type' not in norm_cfg:
-        raise TypeError(f"{owner}: norm_cfg must be a dict with a 'type' key, e.g. "
+        raise TypeError(f"{owner}: {name} must be a dict with a 'type' key, e.g. "
                         f"dict(type='BN', requires_grad=True); got {norm_cfg!r}.")
     norm_type = norm_cfg['type']
     if isinstance(norm_type, type):
         return
-    with MMENGINE_MODELS.switch_scope_and_registry(None) as registry:
-        found = registry.get(norm_type)
+    found = _registered(norm_type) if isinstance(norm_type, str) else None
     if found is None:
-        raise ValueError(f'{owner}: norm_cfg type {norm_type!r} is not a registered norm layer; '
-                         f'choose one of {", ".join(known_norm_types())}.')
+        raise ValueError(f'{owner}: {name} type {norm_type!r} is not a registered norm layer; '
+                         f'choose one of {", ".join(feature_map_norm_types())}'
+                         f'{close_matches(norm_type, known_norm_types())}.')
+    if isinstance(found, type) and issubclass(found, _NOT_FOR_FEATURE_MAPS):
+        raise ValueError(f'{owner}: {name} type {norm_type!r} ({found.__name__}) cannot '
+                         f'normalise the (N, C, H, W) feature maps of a backbone; choose one of '
+                         f'{", ".join(feature_map_norm_types())}.')
+    if isinstance(found, type) and issubclass(found, nn.GroupNorm):
+        groups = norm_cfg.get('num_groups')
+        if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
+            raise ValueError(f'{owner}: {name} type {norm_type!r} needs num_groups, a positive '
+                             f'int that divides every width, e.g. dict(type={norm_type!r}, '
+                             f'num_groups=8); got {norm_cfg!r}.')
+
+
+def check_layer_cfg(owner: str, name: str, cfg: Optional[dict], example: str) -> None:
+    """A ``conv_cfg`` / ``act_cfg``: None or a dict whose ``type`` is a registered layer."""
+    if cfg is None:
+        return
+    if not isinstance(cfg, dict) or 'type' not in cfg:
+        raise TypeError(f"{owner}: {name} must be None or a dict with a 'type' key, e.g. "
+                        f'{example}; got {cfg!r}.')
+    layer_type = cfg['type']
+    if isinstance(layer_type, str) and _registered(layer_type) is None:
+        raise ValueError(f'{owner}: {name} type {layer_type!r} is not a registered layer'
+                         f'{close_matches(layer_type, list(MMENGINE_MODELS.module_dict))}; e.g. '
+                         f'{example}.')
+
+
+def check_layer_cfgs(owner: str, conv_cfg: Optional[dict] = None,
+                     act_cfg: Optional[dict] = None, **others: Optional[dict]) -> None:
+    """:func:`check_layer_cfg` for a family's ``conv_cfg`` and ``act_cfg`` (and other activation
+    configs, given by name, e.g. ``attn_act_cfg=...``)."""
+    check_layer_cfg(owner, 'conv_cfg', conv_cfg, "dict(type='Conv2d')")
+    for name, cfg in dict(act_cfg=act_cfg, **others).items():
+        check_layer_cfg(owner, name, cfg, "dict(type='ReLU')")
+
+
+def check_init_cfg(owner: str, init_cfg: Any) -> None:
+    """``init_cfg``: None, a dict with a ``type`` or a list of them (mmengine ignores others)."""
+    cfgs = [init_cfg] if isinstance(init_cfg, dict) else init_cfg
+    if init_cfg is None or (isinstance(cfgs, (list, tuple))
+                            and all(isinstance(c, dict) and 'type' in c for c in cfgs)):
+        return
+    raise TypeError(f"{owner}: init_cfg must be None, a dict with a 'type' key or a list of "
+                    f"them, e.g. dict(type='Pretrained', checkpoint='backbone.pth'); got "
+                    f'{init_cfg!r}.')
 
 
 def scratch_init_cfg(init_cfg: Optional[Union[dict, List[dict]]], pretrained: Optional[str]
@@ -90,6 +224,9 @@ class _ToNCHW(torch.autograd.Function):
 class BaseBackbone(BaseModule):
     """Base class that implements mmdet's ResNet conventions for every backbone.
 
+    The arguments below are shared by every family and documented here once; a family's own
+    docstring lists its other arguments and its defaults of these.
+
     Subclasses set the class attributes below, then in ``__init__``:
 
     1. resolve the architecture: ``spec = self.resolve_arch(arch, depth)``;
@@ -101,18 +238,27 @@ class BaseBackbone(BaseModule):
     Class attributes:
         arch_settings: named variants, each a dict of numbers.
         depth_settings: depth -> the named variant ``depth=`` selects.
-        arch_required_keys / arch_optional_keys: keys of a custom ``arch`` dict (the optional
-            ones with their defaults). Named variants and custom dicts take the same path.
+        arch_schema: the keys of an ``arch`` dict, their types, lengths and defaults
+            (:class:`~mmbackbones.models.backbones.arch_schema.ArchSchema`). Named variants and
+            custom dicts take the same path.
         plugin_positions: where a plugin may sit inside a block.
 
     Args:
-        max_stages (int): Stages the architecture has.
-        num_stages (int): Stages to build, ``1 <= num_stages <= max_stages``.
+        max_stages (int): Stages the architecture has (set by the family, not a user argument).
+        in_channels (int): Input image channels, a positive int (3 for RGB). ``forward``
+            refuses an input with another channel count. A subclass that does not pass it
+            gets no channel check.
+        num_stages (int): Stages to build, ``1 <= num_stages <= max_stages``; later stages are
+            not built.
         out_indices (Sequence[int]): Stages whose outputs are returned, 0-based, sorted, unique,
             each ``< num_stages``. The stem is not a stage.
         frozen_stages (int): -1 freezes nothing, 0 the stem, k the stem and stages 1..k.
             Frozen modules get ``requires_grad=False``, stay in eval mode through every
             ``train()`` call, and run without recording an autograd graph.
+        norm_cfg (dict): The family's norm layers (mmcv config), checked at construction by
+            :func:`check_norm_cfg`: a registered type that normalises (N, C, H, W) maps (BN,
+            SyncBN, GN with ``num_groups``, IN, ...). ``requires_grad=False`` freezes the
+            affine parameters only.
         norm_eval (bool): Keep every BatchNorm-like layer in eval mode during training.
         with_cp (bool): Activation checkpointing per block.
         channels_last (bool): Keep weights and activations in channels-last memory layout. Same
@@ -123,21 +269,47 @@ class BaseBackbone(BaseModule):
             oneDNN's convolution on the CPU) in eval mode with gradients off; see
             :class:`mmbackbones.models.layers.FoldableConvModule`. Same results to float rounding.
         plugins (list[dict], optional): mmdet plugins,
-            ``dict(cfg=dict(type=...), stages=(bool,) * num_stages, position=...)``.
+            ``dict(cfg=dict(type=...), stages=(bool,) * num_stages, position=...)``, at the
+            family's ``plugin_positions``.
         pretrained (str, optional): Deprecated, use ``init_cfg``.
         init_cfg (dict | list[dict], optional): mmengine init config. A ``Pretrained`` entry may
             carry ``min_loaded_ratio`` (default 0.9): loading fails when a smaller share of the
             backbone's parameter elements is found in the checkpoint.
+
+    Bool arguments refuse anything but ``True`` / ``False`` (numpy bools too): ``'False'`` is
+    an error, not True.
+
+    ``forward(x)`` takes one (N, C, H, W) floating-point tensor (float32, bfloat16, float16 on a
+    GPU, or any type under autocast) whose C is ``in_channels`` and whose H and W are at least
+    :attr:`min_input_size`; anything else is a TypeError / ValueError that says what was given.
+    The check reads a few tensor attributes and is skipped while tracing or compiling.
+
+    Example:
+        >>> import torch
+        >>> from mmbackbones.models import VoVNet
+        >>> model = VoVNet(arch='V-19-slim-dw-eSE', out_indices=(0, 1)).eval()
+        >>> model.out_strides, model.min_input_size
+        ((4, 8), 8)
+        >>> [tuple(o.shape) for o in model(torch.rand(1, 3, 8, 8))]
+        [(1, 112, 2, 2), (1, 256, 1, 1)]
+        >>> model(torch.rand(1, 3, 7, 8))
+        Traceback (most recent call last):
+        ...
+        ValueError: VoVNet.forward: input 7x8 is too small; ... at least 8x8, ...
+        >>> VoVNet(arch='V-19-slim-dw-eSE', norm_eval='False')
+        Traceback (most recent call last):
+        ...
+        TypeError: VoVNet: norm_eval must be True or False, got 'False' (str) ...
     """
 
     arch_settings: ClassVar[Dict[str, ArchSpec]] = {}
     depth_settings: ClassVar[Dict[int, str]] = {}
-    arch_required_keys: ClassVar[Tuple[str, ...]] = ()
-    arch_optional_keys: ClassVar[Dict[str, Any]] = {}
+    arch_schema: ClassVar[ArchSchema] = ArchSchema()
     plugin_positions: ClassVar[Tuple[str, ...]] = ()
     default_min_loaded_ratio: ClassVar[float] = 0.9
 
     def __init__(self, *, max_stages: int, num_stages: int, out_indices: Sequence[int],
+                 in_channels: Any = _NO_CHANNEL_CHECK,
                  frozen_stages: int = -1, norm_eval: bool = True, with_cp: bool = False,
                  channels_last: bool = False, fuse_bn_eval: bool = True,
                  plugins: Optional[List[dict]] = None,
@@ -154,14 +326,17 @@ class BaseBackbone(BaseModule):
                       f"init_cfg=dict(type='Pretrained', checkpoint=...)", logger='current',
                       level=logging.WARNING)
             init_cfg = dict(type='Pretrained', checkpoint=pretrained)
+        check_init_cfg(name, init_cfg)
         super().__init__(init_cfg=init_cfg)
+        self.in_channels: Optional[int] = (None if in_channels is _NO_CHANNEL_CHECK else
+                                           check_in_channels(name, in_channels))
         self.num_stages = self._check_num_stages(num_stages, max_stages)
         self.out_indices = self._check_out_indices(out_indices, self.num_stages)
         self.frozen_stages = self._check_frozen_stages(frozen_stages, self.num_stages)
-        self.norm_eval = bool(norm_eval)
-        self.with_cp = bool(with_cp)
-        self.channels_last = bool(channels_last)
-        self.fuse_bn_eval = bool(fuse_bn_eval)
+        self.norm_eval = check_bool(name, 'norm_eval', norm_eval)
+        self.with_cp = check_bool(name, 'with_cp', with_cp)
+        self.channels_last = check_bool(name, 'channels_last', channels_last)
+        self.fuse_bn_eval = check_bool(name, 'fuse_bn_eval', fuse_bn_eval)
         self.plugins = self._check_plugins(plugins, self.num_stages)
         self.stem: Optional[nn.Module] = None
         self.stages = nn.ModuleList()
@@ -176,47 +351,34 @@ class BaseBackbone(BaseModule):
 
     @classmethod
     def check_arch(cls, spec: ArchSpec) -> ArchSpec:
-        """Family-specific checks of a resolved spec; return it (possibly normalised)."""
-        return spec
+        """``spec`` checked against :attr:`arch_schema`, with its defaults filled in."""
+        return cls.arch_schema.check(spec, cls.__name__)
 
     @classmethod
     def resolve_arch(cls, arch: Union[str, ArchSpec, None], depth: Optional[int] = None) -> ArchSpec:
         """Turn ``arch`` (a named variant or a custom dict) and/or ``depth`` into a spec dict."""
         name = cls.__name__
         names = ', '.join(cls.arch_settings)
-        keys = ', '.join(cls.arch_required_keys + tuple(cls.arch_optional_keys))
-        if depth is not None and depth not in cls.depth_settings:
-            raise ValueError(f'{name}: depth {depth!r} is not supported; choose one of '
-                             f'{", ".join(map(str, cls.depth_settings))}.')
+        keys = ', '.join(cls.arch_schema.keys)
+        depths = ', '.join(map(str, cls.depth_settings))
+        if depth is not None and (isinstance(depth, bool) or depth not in cls.depth_settings):
+            raise ValueError(f'{name}: depth {depth!r} is not supported; choose one of {depths}.')
         if arch is None:
             if depth is None:
                 raise ValueError(f'{name}: pass arch= (one of {names}, or a dict with keys '
-                                 f'{keys}) or depth= (one of '
-                                 f'{", ".join(map(str, cls.depth_settings))}).')
+                                 f'{keys}) or depth= (one of {depths}).')
             arch = cls.depth_settings[depth]
         if isinstance(arch, str):
             if arch not in cls.arch_settings:
                 raise ValueError(f'{name}: arch {arch!r} is unknown; choose one of {names}, or '
-                                 f'pass a dict with keys {keys}.')
+                                 f'pass a dict with keys {keys}'
+                                 f'{close_matches(arch, list(cls.arch_settings))}.')
             spec = copy.deepcopy(cls.arch_settings[arch])
         elif isinstance(arch, dict):
             spec = dict(arch)
         else:
             raise TypeError(f'{name}: arch must be a str (one of {names}) or a dict with keys '
-                            f'{keys}; got {type(arch).__name__}.')
-        missing = [k for k in cls.arch_required_keys if k not in spec]
-        unknown = [k for k in spec if k not in cls.arch_required_keys and k not in cls.arch_optional_keys]
-        if missing or unknown:
-            problems = []
-            if missing:
-                problems.append(f'missing {", ".join(missing)}')
-            if unknown:
-                problems.append(f'unknown {", ".join(unknown)}')
-            raise ValueError(f'{name}: arch dict has {"; ".join(problems)}. Required keys: '
-                             f'{", ".join(cls.arch_required_keys)}; optional: '
-                             f'{", ".join(f"{k}={v!r}" for k, v in cls.arch_optional_keys.items())}.')
-        for key, default in cls.arch_optional_keys.items():
-            spec.setdefault(key, copy.deepcopy(default))
+                            f'{keys}; got {arch!r} ({type(arch).__name__}).')
         spec = cls.check_arch(spec)
         if depth is not None and cls.arch_depth(spec) != depth:
             raise ValueError(f'{name}: depth={depth} disagrees with arch {arch!r}, which has depth '
@@ -225,21 +387,22 @@ class BaseBackbone(BaseModule):
 
     # ------------------------------------------------------------------ validation
     def _check_num_stages(self, num_stages: int, max_stages: int) -> int:
-        if not isinstance(num_stages, int) or not 1 <= num_stages <= max_stages:
-            raise ValueError(f'{type(self).__name__}: num_stages={num_stages!r} is out of range; '
-                             f'this architecture has {max_stages} stages, so use 1..{max_stages}.')
-        return num_stages
+        return check_int(type(self).__name__, 'num_stages', num_stages, low=1, high=max_stages,
+                         valid=f'1..{max_stages} (this architecture has {max_stages} stages)')
 
     def _check_out_indices(self, out_indices: Sequence[int], num_stages: int) -> Tuple[int, ...]:
         name = type(self).__name__
-        if isinstance(out_indices, int):
-            out_indices = (out_indices, )
-        try:
-            indices = tuple(out_indices)
-        except TypeError:
-            raise TypeError(f'{name}: out_indices must be a sequence of ints, got {out_indices!r}.')
         valid = f'0..{num_stages - 1} (num_stages={num_stages}; the stem is not a stage)'
-        if not indices or not all(isinstance(i, int) and not isinstance(i, bool) for i in indices):
+        if isinstance(out_indices, numbers.Integral) and not isinstance(out_indices,
+                                                                        (bool, np.bool_)):
+            out_indices = (out_indices, )
+        if not isinstance(out_indices, (list, tuple, range, np.ndarray)) or not all(
+                isinstance(i, numbers.Integral) and not isinstance(i, (bool, np.bool_))
+                for i in out_indices):
+            raise ArgumentTypeError(f'{name}: out_indices={out_indices!r} must be a sequence of '
+                                    f'ints in {valid} (got a {type(out_indices).__name__}).')
+        indices = tuple(int(i) for i in out_indices)
+        if not indices:
             raise ValueError(f'{name}: out_indices={out_indices!r} must be a non-empty sequence of '
                              f'ints in {valid}.')
         bad = [i for i in indices if not 0 <= i < num_stages]
@@ -252,19 +415,20 @@ class BaseBackbone(BaseModule):
         return indices
 
     def _check_frozen_stages(self, frozen_stages: int, num_stages: int) -> int:
-        if (not isinstance(frozen_stages, int) or isinstance(frozen_stages, bool)
-                or not -1 <= frozen_stages <= num_stages):
-            raise ValueError(f'{type(self).__name__}: frozen_stages={frozen_stages!r} is out of '
-                             f'range; use -1 (nothing), 0 (the stem) or k in 1..{num_stages} '
-                             f'(the stem and stages 1..k).')
-        return frozen_stages
+        return check_int(type(self).__name__, 'frozen_stages', frozen_stages, low=-1,
+                         high=num_stages, valid=f'-1 (nothing), 0 (the stem) or k in '
+                                                f'1..{num_stages} (the stem and stages 1..k)')
 
     def _check_plugins(self, plugins: Optional[List[dict]], num_stages: int) -> List[dict]:
         name = type(self).__name__
-        if not plugins:
+        if plugins is None or (isinstance(plugins, (list, tuple)) and not plugins):
             return []
         if not self.plugin_positions:
-            raise ValueError(f'{name} does not support plugins.')
+            raise ValueError(f'{name} does not support plugins; got plugins={plugins!r}.')
+        if not isinstance(plugins, (list, tuple)):
+            raise TypeError(f'{name}: plugins must be a list of dict(cfg=dict(type=...), '
+                            f'position=..., stages=...), got a {type(plugins).__name__}: '
+                            f'{plugins!r}.')
         checked = []
         for plugin in plugins:
             if not isinstance(plugin, dict) or 'cfg' not in plugin:
@@ -274,15 +438,31 @@ class BaseBackbone(BaseModule):
             if unknown:
                 raise ValueError(f'{name}: plugin has unknown keys {sorted(unknown)}; valid keys '
                                  f'are cfg, position, stages.')
+            cfg = plugin['cfg']
+            if not isinstance(cfg, dict) or 'type' not in cfg:
+                raise ValueError(f"{name}: plugin cfg must be a dict with a 'type' key, e.g. "
+                                 f"dict(type='ContextBlock', ratio=0.25); got {cfg!r}.")
+            if isinstance(cfg['type'], str) and _registered(cfg['type']) is None:
+                examples = ', '.join(t for t in ('ContextBlock', 'GeneralizedAttention',
+                                                 'NonLocal2d') if _registered(t) is not None)
+                hint = close_matches(cfg['type'], list(MMENGINE_MODELS.module_dict))
+                raise ValueError(f"{name}: plugin cfg type {cfg['type']!r} is not a registered "
+                                 f'layer{hint}; mmcv / mmdet plugins include {examples}.')
             position = plugin.get('position')
             if position not in self.plugin_positions:
                 raise ValueError(f'{name}: plugin position {position!r} does not exist; choose one '
                                  f'of {", ".join(self.plugin_positions)}.')
             stages = plugin.get('stages')
-            if stages is not None and len(stages) != num_stages:
-                raise ValueError(f'{name}: plugin stages={tuple(stages)} must have one bool per '
-                                 f'built stage (num_stages={num_stages}).')
-            checked.append(dict(cfg=dict(plugin['cfg']), position=position,
+            if stages is not None:
+                if not isinstance(stages, (list, tuple)) or not all(
+                        isinstance(s, (bool, np.bool_)) for s in stages):
+                    raise TypeError(f'{name}: plugin stages must be None (every stage) or a '
+                                    f'tuple of bools, one per built stage '
+                                    f'(num_stages={num_stages}); got {stages!r}.')
+                if len(stages) != num_stages:
+                    raise ValueError(f'{name}: plugin stages={tuple(stages)} must have one bool '
+                                     f'per built stage (num_stages={num_stages}).')
+            checked.append(dict(cfg=dict(cfg), position=position,
                                 stages=None if stages is None else tuple(bool(s) for s in stages)))
         return checked
 
@@ -313,6 +493,7 @@ class BaseBackbone(BaseModule):
                 module.fuse_bn_eval = self.fuse_bn_eval
         # What set_frozen_stages() gives back to an unfrozen stage (norm_cfg may freeze affines).
         self._trainable_at_build = {n for n, p in self.named_parameters() if p.requires_grad}
+        self._min_input_size = self.min_input_size  # read on every forward
         self._freeze_stages()
 
     @property
@@ -325,6 +506,13 @@ class BaseBackbone(BaseModule):
         """Stride of each returned feature map relative to the input."""
         return tuple(self.stage_strides[i] for i in self.out_indices)
 
+    @property
+    def min_input_size(self) -> int:
+        """The smallest input height and width ``forward`` takes: the largest stride of the
+        stages it runs (up to the last of ``out_indices``). At that size the deepest returned
+        map is 1x1; below it every family would either fail or silently return maps computed
+        mostly from padding."""
+        return max(self.stage_strides[:self.out_indices[-1] + 1])
     # ------------------------------------------------------------------ freezing
     def _pipeline(self) -> List[nn.Module]:
         """The stem (if any) followed by the stages, in forward order."""
@@ -387,6 +575,8 @@ class BaseBackbone(BaseModule):
         return count
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        if not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
+            self._check_input(x)
         try:
             if self.channels_last:
                 outs = self.forward_stages(x.contiguous(memory_format=torch.channels_last))
@@ -401,12 +591,56 @@ class BaseBackbone(BaseModule):
                 raise
             raise explained from exc
 
-    def _explain_forward_error(self, x: torch.Tensor, exc: Exception) -> Optional[ValueError]:
-        """A clear error for the two input-shape failures torch reports cryptically, else None.
+    def _check_input(self, x: Any) -> None:
+        """Refuse anything but an (N, in_channels, H, W) floating-point tensor of at least
+        :attr:`min_input_size`: a few attribute reads, before any layer sees it."""
+        if isinstance(x, torch.Tensor) and x.dim() == 4 and x.is_floating_point():
+            channels, height, width = x.shape[1:]
+            size = self._min_input_size
+            if (self.in_channels is None or channels == self.in_channels) and \
+                    height >= size and width >= size:
+                return
+        raise self._input_error(x)
 
-        An input smaller than the total stride of the stages that run shrinks a map to nothing
-        (a pooling "output size is too small"); BatchNorm in train mode cannot normalise a single
-        value per channel (batch 1 with a 1x1 map). Other errors are not ours to reword.
+    def _input_error(self, x: Any) -> Exception:
+        """The TypeError / ValueError that says what is wrong with a ``forward`` input."""
+        name = f'{type(self).__name__}.forward'
+        channels = 'C' if self.in_channels is None else f'C={self.in_channels}'
+        expected = (f'an (N, {channels}, H, W) floating-point tensor (float32, bfloat16, or '
+                    f'float16 on a GPU)')
+        if not isinstance(x, torch.Tensor):
+            kind = type(x).__name__ if type(x).__module__ == 'builtins' else \
+                f'{type(x).__module__}.{type(x).__name__}'
+            hint = ''
+            if isinstance(x, np.ndarray):
+                hint = ('; convert an (H, W, C) image with torch.from_numpy(img).permute(2, 0, '
+                        '1)[None].float()')
+            elif isinstance(x, (list, tuple)):
+                hint = '; stack the images into one batch with torch.stack'
+            return TypeError(f'{name}: input x must be {expected}; got a {kind}{hint}.')
+        shape = tuple(x.shape)
+        if x.dim() != 4:
+            hint = ' (add the batch dimension: x[None])' if x.dim() == 3 else ''
+            return ValueError(f'{name}: input x must have 4 dimensions (N, C, H, W); got shape '
+                              f'{shape}{hint}.')
+        if not x.is_floating_point():
+            return TypeError(f'{name}: input x must be {expected}; got {x.dtype} (convert '
+                             f'images with x.float() and normalise them as the weights expect).')
+        if self.in_channels is not None and shape[1] != self.in_channels:
+            return ValueError(f'{name}: input x has {shape[1]} channels (shape {shape}), but '
+                              f'the backbone was built with in_channels={self.in_channels}.')
+        size = self._min_input_size
+        return ValueError(
+            f'{name}: input {shape[2]}x{shape[3]} is too small; this architecture needs inputs '
+            f'of at least {size}x{size}, the total stride of the stages it runs (pad or resize '
+            f'the image; input x has shape {shape}).')
+
+    def _explain_forward_error(self, x: torch.Tensor, exc: Exception) -> Optional[Exception]:
+        """A clear error for the input failures torch reports cryptically, else None.
+
+        BatchNorm in train mode cannot normalise a single value per channel (batch 1 with a 1x1
+        map); an input of another dtype than the weights (float64 or float16 into a float32
+        model, without autocast) fails in the first conv. Other errors are not ours to reword.
         """
         name = type(self).__name__
         height, width = x.shape[-2:]
@@ -415,12 +649,18 @@ class BaseBackbone(BaseModule):
                 f'{name}: BatchNorm in train mode got one value per channel (batch {x.shape[0]}, '
                 f'input {height}x{width}: a feature map is down to 1x1). Use a batch of 2 or '
                 f'more, a larger input, or norm_eval=True (BN statistics frozen). ({exc})')
-        stride = max(self.stage_strides[:self.out_indices[-1] + 1])
-        if min(height, width) < stride:
+        weight = next(iter(self.parameters()), None)
+        if (weight is not None and x.dtype != weight.dtype
+                and not torch.is_autocast_enabled(x.device.type)):
+            return TypeError(
+                f'{name}.forward: input x is {x.dtype} on {x.device.type}, but the weights are '
+                f'{weight.dtype}; pass x.to({weight.dtype}), convert the model to '
+                f'{x.dtype}, or run under torch.autocast. ({exc})')
+        if min(height, width) < self._min_input_size:
             return ValueError(
                 f'{name}: input {height}x{width} is too small; this architecture needs inputs of '
-                f'at least {stride}x{stride}, the total stride of the stages it runs (pad or '
-                f'resize the image). ({exc})')
+                f'at least {self._min_input_size}x{self._min_input_size}, the total stride of '
+                f'the stages it runs (pad or resize the image). ({exc})')
         return None
 
     def forward_stages(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:

@@ -8,7 +8,8 @@ from mmdet.registry import MODELS
 from torch import nn
 
 from ..layers import HGBlock, HGConvModule, check_freeze_norm, freeze_batch_norm
-from .base import ArchSpec, BaseBackbone, check_norm_cfg, scratch_init_cfg
+from .arch_schema import ArchSchema, Bool, Int, ListOf
+from .base import ArchSpec, BaseBackbone, check_layer_cfgs, check_norm_cfg, scratch_init_cfg
 
 #: Named variants. L/X/H are RT-DETR's ``HGNetv2.arch_configs``, identical to timm's
 #: ``hgnetv2_b4`` / ``b5`` / ``b6``; b0-b3 are timm's smaller ones, which use the learnable
@@ -108,50 +109,47 @@ class HGNetV2(BaseBackbone):
 
     Args:
         arch (str | dict): Named variant or custom dict. Default: ``'L'``.
-        in_channels (int): Input image channels. Default: 3.
-        num_stages (int): Stages to build, 1-4. Default: 4.
-        out_indices (Sequence[int]): Returned stages. Default: (0, 1, 2, 3).
-        frozen_stages (int): -1 none, 0 the stem, k the stem and stages 1..k. Default: -1.
         freeze_norm (bool): Replace every BatchNorm by a
             :class:`~mmbackbones.models.layers.FrozenBatchNorm2d` (statistics and affine as
             buffers; state dict keys unchanged), as RT-DETR does. Needs a BatchNorm
             ``norm_cfg``. Default: False (mmdet's ``norm_cfg=dict(type='BN',
             requires_grad=False)`` + ``norm_eval=True`` is the same forward pass).
         conv_cfg (dict, optional): Conv layer config. Default: None (Conv2d).
-        norm_cfg (dict): Norm layer config. Default: ``dict(type='BN', requires_grad=True)``.
         act_cfg (dict): Activation config. Default: ``dict(type='ReLU', inplace=True)``.
-        norm_eval (bool): Keep BatchNorm layers in eval mode in training. Default: True.
-        plugins (list[dict], optional): mmdet plugin configs at ``position``
-            ``'after_aggregation'`` or ``'after_block'`` (see :class:`HGBlock`), in every block
-            of the chosen stages. Default: None.
-        with_cp (bool): Checkpoint each HG block's activations. Default: False.
-        channels_last (bool): Run in channels-last memory layout (returned maps are NCHW): same
-            results, faster on CPU. Default: True.
-        fuse_bn_eval (bool): Fold BN into the convs in eval mode under ``no_grad``, as
-            described in :class:`BaseBackbone`. Default: True.
-        pretrained (str, optional): Deprecated; use ``init_cfg``.
-        init_cfg (dict | list[dict], optional): Init config. Default: Kaiming for convs,
-            constant 1 for norms.
+
+    The other arguments are :class:`BaseBackbone`'s, with these defaults: ``in_channels=3``,
+    ``num_stages=4``, ``out_indices=(0, 1, 2, 3)``, ``frozen_stages=-1``,
+    ``norm_cfg=dict(type='BN', requires_grad=True)``, ``norm_eval=True``, ``plugins=None`` (at
+    ``position`` ``'after_aggregation'`` or ``'after_block'``, see :class:`HGBlock`, in every
+    block of the chosen stages), ``with_cp=False`` (per HG block), ``channels_last=True``,
+    ``fuse_bn_eval=True``, ``init_cfg=None`` (Kaiming for convs, constant 1 for norms).
 
     Example:
         >>> import torch
         >>> from mmbackbones.models import HGNetV2
         >>> model = HGNetV2(arch='L', out_indices=(1, 2, 3)).eval()
-        >>> for out in model(torch.rand(1, 3, 224, 224)):
+        >>> for out in model(torch.rand(1, 3, 64, 64)):
         ...     print(tuple(out.shape))
-        (1, 512, 28, 28)
-        (1, 1024, 14, 14)
-        (1, 2048, 7, 7)
+        (1, 512, 8, 8)
+        (1, 1024, 4, 4)
+        (1, 2048, 2, 2)
         >>> model.out_channels, model.out_strides
         ((512, 1024, 2048), (8, 16, 32))
     """
 
     arch_settings = HGNETV2_ARCHS
-    arch_required_keys = ('stem_channels', 'stage_mid_channels', 'stage_out_channels',
-                          'stage_blocks', 'layer_num')
-    arch_optional_keys = dict(downsample=[False, True, True, True],
-                              light_block=[False, False, True, True], kernel_size=[3, 3, 5, 5],
-                              use_lab=False)
+    arch_schema = ArchSchema(
+        required=dict(stem_channels=ListOf(Int(min=2), length=2, note='[mid, out]'),
+                      stage_out_channels=ListOf(Int(min=1)),
+                      stage_mid_channels=ListOf(Int(min=1), length='stage_out_channels'),
+                      stage_blocks=ListOf(Int(min=1), length='stage_out_channels'),
+                      layer_num=Int(min=1)),
+        optional=dict(kernel_size=([3, 3, 5, 5], ListOf(Int(min=1), length='stage_out_channels')),
+                      downsample=([False, True, True, True],
+                                  ListOf(Bool(), length='stage_out_channels')),
+                      light_block=([False, False, True, True],
+                                   ListOf(Bool(), length='stage_out_channels')),
+                      use_lab=(False, Bool())))
     plugin_positions = HGBlock.plugin_positions
 
     def __init__(self, arch: Union[str, ArchSpec] = 'L', in_channels: int = 3,
@@ -165,9 +163,11 @@ class HGNetV2(BaseBackbone):
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
         spec = self.resolve_arch(arch)
         check_norm_cfg('HGNetV2', norm_cfg)
+        check_layer_cfgs('HGNetV2', conv_cfg=conv_cfg, act_cfg=act_cfg)
         check_freeze_norm('HGNetV2', freeze_norm, norm_cfg)
         init_cfg = scratch_init_cfg(init_cfg, pretrained)
-        super().__init__(max_stages=len(spec['stage_out_channels']), num_stages=num_stages,
+        super().__init__(max_stages=len(spec['stage_out_channels']), in_channels=in_channels,
+                         num_stages=num_stages,
                          out_indices=out_indices, frozen_stages=frozen_stages, norm_eval=norm_eval,
                          with_cp=with_cp, channels_last=channels_last, fuse_bn_eval=fuse_bn_eval, plugins=plugins,
                          pretrained=pretrained, init_cfg=init_cfg)
@@ -202,39 +202,6 @@ class HGNetV2(BaseBackbone):
         self.init_conventions()
 
     @classmethod
-    def check_arch(cls, spec: ArchSpec) -> ArchSpec:
-        n = len(spec['stage_out_channels']) if isinstance(spec['stage_out_channels'],
-                                                          (list, tuple)) else None
-        for key in ('stage_mid_channels', 'stage_out_channels', 'stage_blocks', 'kernel_size'):
-            value = spec[key]
-            if (not isinstance(value, (list, tuple)) or not value or len(value) != n
-                    or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
-                               for v in value)):
-                raise ValueError(f'HGNetV2: arch {key!r} must be a list of positive ints, one '
-                                 f'per stage (as many as stage_out_channels); got {value!r}.')
-            spec[key] = list(value)
-        for key in ('downsample', 'light_block'):
-            value = spec[key]
-            if (not isinstance(value, (list, tuple)) or len(value) != n
-                    or not all(isinstance(v, bool) for v in value)):
-                raise ValueError(f'HGNetV2: arch {key!r} must be a list of bools, one per stage; '
-                                 f'got {value!r}.')
-            spec[key] = list(value)
-        stem = spec['stem_channels']
-        if (not isinstance(stem, (list, tuple)) or len(stem) != 2
-                or not all(isinstance(v, int) and v > 1 for v in stem)):
-            raise ValueError(f"HGNetV2: arch 'stem_channels' must be [mid, out], two ints > 1; "
-                             f'got {stem!r}.')
-        spec['stem_channels'] = list(stem)
-        if not isinstance(spec['layer_num'], int) or spec['layer_num'] < 1:
-            raise ValueError(f"HGNetV2: arch 'layer_num' must be a positive int, got "
-                             f"{spec['layer_num']!r}.")
-        if not isinstance(spec['use_lab'], bool):
-            raise ValueError(f"HGNetV2: arch 'use_lab' must be True or False, got "
-                             f"{spec['use_lab']!r}.")
-        return spec
-
-    @classmethod
     def arch_from_state_dict(cls, state_dict: Dict[str, torch.Tensor]) -> Union[str, ArchSpec]:
         """The named arch (or a custom dict) of an HGNetV2 state dict in our key names."""
         def count(pattern: str) -> int:
@@ -266,6 +233,6 @@ class HGNetV2(BaseBackbone):
             kernel_size=[int(state_dict[k].shape[-1]) for k in first],
             use_lab=any('.lab.' in k for k in state_dict))
         for name, named in cls.arch_settings.items():
-            if {**cls.arch_optional_keys, **named} == spec:
+            if cls.check_arch(named) == spec:
                 return name
         return cls.check_arch(spec)

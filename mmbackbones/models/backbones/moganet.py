@@ -11,7 +11,9 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..layers import MogaBlock, PluginSequence
 from ..layers.conv_module import FoldableConvModule
-from .base import ArchSpec, BaseBackbone, check_norm_cfg
+from .arch_schema import ArchSchema, Int, ListOf, Number
+from .base import (ArchSpec, BaseBackbone, check_bool, check_layer_cfgs, check_norm_cfg,
+                   check_number)
 
 #: The official ``MogaNet.arch_zoo``.
 MOGANET_ARCHS: Dict[str, ArchSpec] = {
@@ -105,13 +107,9 @@ class MogaNet(BaseBackbone):
         arch (str | dict): Named variant or a dict with ``embed_dims``, ``depths`` and
             ``ffn_ratios`` (one entry per stage; each width a multiple of
             ``sum(attn_channel_split)``, 8 by default). Default: ``'tiny'``.
-        in_channels (int): Input image channels. Default: 3.
-        num_stages (int): Stages to build, 1..len(depths). Default: 4.
-        out_indices (Sequence[int]): Returned stages. Default: (0, 1, 2, 3).
-        frozen_stages (int): -1 none, 0 the stem, k the stem and stages 1..k. Default: -1.
-        drop_rate (float): Dropout inside the FFNs. Default: 0.
-        drop_path_rate (float): Stochastic depth, rising linearly from 0 at the first block to
-            this value at the last block of the full architecture. Default: 0.
+        drop_rate (float): Dropout inside the FFNs, in [0, 1). Default: 0.
+        drop_path_rate (float): Stochastic depth, in [0, 1), rising linearly from 0 at the first
+            block to this value at the last block of the full architecture. Default: 0.
         init_value (float): Initial layer scale of every residual branch. Default: 1e-5.
         attn_dilations (Sequence[int]): Dilations of the three depthwise convs of the
             multi-order value branch. Default: (1, 2, 3).
@@ -126,35 +124,33 @@ class MogaNet(BaseBackbone):
             official ``conv_norm_type``). Default: ``dict(type='BN', requires_grad=True)``.
         out_norm_cfg (dict, optional): Norm after each stage, whose output is returned (the
             official ``stem_norm_type``). Default: None, the same as ``norm_cfg``.
-        norm_eval (bool): Keep BatchNorm layers in eval mode in training. Default: False.
-        plugins (list[dict], optional): mmdet plugins in every block of the chosen stages, at
-            ``position`` ``'after_attn'`` (after the spatial residual) or ``'after_ffn'``
-            (after the channel residual, the block output). Default: None.
-        with_cp (bool): Checkpoint each block's activations. Default: False.
-        channels_last (bool): Run in channels-last memory layout: same results, as fast in
-            eval and faster in training on CPU than NCHW; returned maps are NCHW. Default: True.
-        fuse_bn_eval (bool): Fold BN into the convs in eval mode under ``no_grad``, as
-            described in :class:`BaseBackbone`. Default: True.
-        pretrained (str, optional): Deprecated; use ``init_cfg``.
-        init_cfg (dict | list[dict], optional): Init config. Without one the official
-            from-scratch init is used (:func:`init_like_official`).
+
+    The other arguments are :class:`BaseBackbone`'s, with these defaults: ``in_channels=3``,
+    ``num_stages=4`` (1..len(depths)), ``out_indices=(0, 1, 2, 3)``, ``frozen_stages=-1``,
+    ``norm_eval=False``, ``plugins=None`` (in every block of the chosen stages, at
+    ``position`` ``'after_attn'``, after the spatial residual, or ``'after_ffn'``, after the
+    channel residual), ``with_cp=False`` (per block), ``channels_last=True`` (as fast in eval
+    and faster in training on CPU than NCHW), ``fuse_bn_eval=True``, ``init_cfg=None`` (the
+    official from-scratch init, :func:`init_like_official`).
 
     Example:
         >>> import torch
         >>> from mmbackbones.models import MogaNet
         >>> model = MogaNet(arch='xtiny').eval()
-        >>> for out in model(torch.rand(1, 3, 224, 224)):
+        >>> for out in model(torch.rand(1, 3, 64, 64)):
         ...     print(tuple(out.shape))
-        (1, 32, 56, 56)
-        (1, 64, 28, 28)
-        (1, 96, 14, 14)
-        (1, 192, 7, 7)
+        (1, 32, 16, 16)
+        (1, 64, 8, 8)
+        (1, 96, 4, 4)
+        (1, 192, 2, 2)
         >>> model.out_channels, model.out_strides
         ((32, 64, 96, 192), (4, 8, 16, 32))
     """
 
     arch_settings = MOGANET_ARCHS
-    arch_required_keys = ('embed_dims', 'depths', 'ffn_ratios')
+    arch_schema = ArchSchema(required=dict(
+        depths=ListOf(Int(min=1)), embed_dims=ListOf(Int(min=1, even=True), length='depths'),
+        ffn_ratios=ListOf(Number(above=0), length='depths')))
     plugin_positions = MogaBlock.plugin_positions
 
     def __init__(self, arch: Union[str, ArchSpec] = 'tiny', in_channels: int = 3,
@@ -173,17 +169,22 @@ class MogaNet(BaseBackbone):
             arch = ARCH_ALIASES.get(arch.lower(), arch.lower())
         spec = self.resolve_arch(arch)
         check_norm_cfg('MogaNet', norm_cfg)
+        check_norm_cfg('MogaNet', out_norm_cfg, name='out_norm_cfg')
         out_norm_cfg = norm_cfg if out_norm_cfg is None else out_norm_cfg
-        check_norm_cfg('MogaNet (out_norm_cfg)', out_norm_cfg)
-        if not 0 <= drop_path_rate < 1:
-            raise ValueError(f'MogaNet: drop_path_rate={drop_path_rate!r} must be in [0, 1).')
+        check_layer_cfgs('MogaNet', act_cfg=act_cfg, attn_act_cfg=attn_act_cfg)
+        check_number('MogaNet', 'drop_path_rate', drop_path_rate, 0, 1, high_open=True)
+        check_number('MogaNet', 'drop_rate', drop_rate, 0, 1, high_open=True)
+        check_number('MogaNet', 'init_value', init_value, 0, float('inf'),
+                     valid='a number >= 0 (the initial layer scale, e.g. 1e-5)')
+        attn_force_fp32 = check_bool('MogaNet', 'attn_force_fp32', attn_force_fp32)
         divisor = sum(attn_channel_split)
         bad = [c for c in spec['embed_dims'] if c % divisor]
         if bad:
             raise ValueError(f'MogaNet: embed_dims {bad} are not multiples of '
                              f'sum(attn_channel_split)={divisor} (attn_channel_split='
                              f'{tuple(attn_channel_split)}).')
-        super().__init__(max_stages=len(spec['depths']), num_stages=num_stages,
+        super().__init__(max_stages=len(spec['depths']), in_channels=in_channels,
+                         num_stages=num_stages,
                          out_indices=out_indices, frozen_stages=frozen_stages, norm_eval=norm_eval,
                          with_cp=with_cp, channels_last=channels_last, fuse_bn_eval=fuse_bn_eval, plugins=plugins,
                          pretrained=pretrained, init_cfg=init_cfg)
@@ -213,22 +214,3 @@ class MogaNet(BaseBackbone):
             self.add_stage(MogaStage(downsample, blocks, norm), dims[i], 4 * 2**i)
         init_like_official(self)
         self.init_conventions()
-
-    @classmethod
-    def check_arch(cls, spec: ArchSpec) -> ArchSpec:
-        depths = spec['depths']
-        if (not isinstance(depths, (list, tuple)) or not depths
-                or not all(isinstance(d, int) and d > 0 for d in depths)):
-            raise ValueError(f"MogaNet: arch 'depths' must be a non-empty list of positive ints, "
-                             f'got {depths!r}.')
-        n = len(depths)
-        dims, ratios = spec['embed_dims'], spec['ffn_ratios']
-        if (not isinstance(dims, (list, tuple)) or len(dims) != n
-                or not all(isinstance(c, int) and c > 0 and c % 2 == 0 for c in dims)):
-            raise ValueError(f"MogaNet: arch 'embed_dims' must be {n} positive even ints (one per "
-                             f'stage), got {dims!r}.')
-        if (not isinstance(ratios, (list, tuple)) or len(ratios) != n
-                or not all(isinstance(r, (int, float)) and r > 0 for r in ratios)):
-            raise ValueError(f"MogaNet: arch 'ffn_ratios' must be {n} positive numbers (one per "
-                             f'stage), got {ratios!r}.')
-        return dict(embed_dims=list(dims), depths=list(depths), ffn_ratios=list(ratios))

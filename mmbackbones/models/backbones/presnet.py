@@ -10,7 +10,8 @@ from torch import nn
 from ..layers import (PluginSequence, apply_plugins, check_freeze_norm, freeze_batch_norm,
                       maybe_checkpoint)
 from ..layers.conv_module import FoldableConvModule
-from .base import ArchSpec, BaseBackbone, check_norm_cfg, scratch_init_cfg
+from .arch_schema import ArchSchema, Int, ListOf, OneOf
+from .base import ArchSpec, BaseBackbone, check_layer_cfgs, check_norm_cfg, scratch_init_cfg
 
 #: RT-DETR's ``ResNet_cfg``: BasicBlock below depth 50, Bottleneck (expansion 4) from 50 on.
 PRESNET_ARCHS: Dict[str, ArchSpec] = {
@@ -132,46 +133,39 @@ class PResNet(BaseBackbone):
             ``block`` (``'basic'`` / ``'bottleneck'``), ``stage_blocks`` and optionally
             ``stem_channels`` (default [32, 32, 64]) and ``base_channels`` (default
             [64, 128, 256, 512], one per stage). Default: None (use ``depth``).
-        in_channels (int): Input image channels. Default: 3.
-        num_stages (int): Stages to build, 1-4. Default: 4.
-        out_indices (Sequence[int]): Returned stages. Default: (0, 1, 2, 3).
-        frozen_stages (int): -1 none, 0 the stem, k the stem and stages 1..k. RT-DETR's
-            ``freeze_at=0`` is ``frozen_stages=0``. Default: -1.
         freeze_norm (bool): Replace every BatchNorm by a frozen one (see above). Needs a
             BatchNorm ``norm_cfg`` (BN or SyncBN). Default: False.
         conv_cfg (dict, optional): Conv layer config. Default: None (Conv2d).
-        norm_cfg (dict): Norm layer config. Default: ``dict(type='BN', requires_grad=True)``.
         act_cfg (dict): Activation config. Default: ``dict(type='ReLU', inplace=True)``.
-        norm_eval (bool): Keep BatchNorm layers in eval mode in training. Default: True.
-        plugins (list[dict], optional): mmdet plugin configs at ``position`` ``'after_conv1'``,
-            ``'after_conv2'`` or (bottleneck only) ``'after_conv3'``, in every block of the
-            chosen stages. Default: None.
-        with_cp (bool): Checkpoint each block's activations. Default: False.
-        channels_last (bool): Run in channels-last memory layout (returned maps are NCHW): same
-            results, faster on CPU. Default: True.
-        fuse_bn_eval (bool): Fold BN into the convs in eval mode under ``no_grad``, as
-            described in :class:`BaseBackbone`. Default: True.
-        pretrained (str, optional): Deprecated; use ``init_cfg``.
-        init_cfg (dict | list[dict], optional): Init config. Default: Kaiming for convs,
-            constant 1 for norms.
+
+    The other arguments are :class:`BaseBackbone`'s, with these defaults: ``in_channels=3``,
+    ``num_stages=4``, ``out_indices=(0, 1, 2, 3)``, ``frozen_stages=-1`` (RT-DETR's
+    ``freeze_at=0`` is ``frozen_stages=0``), ``norm_cfg=dict(type='BN', requires_grad=True)``,
+    ``norm_eval=True``, ``plugins=None`` (at ``position`` ``'after_conv1'``, ``'after_conv2'``
+    or, bottleneck only, ``'after_conv3'``, in every block of the chosen stages),
+    ``with_cp=False`` (per block), ``channels_last=True``, ``fuse_bn_eval=True``,
+    ``init_cfg=None`` (Kaiming for convs, constant 1 for norms).
 
     Example:
         >>> import torch
         >>> from mmbackbones.models import PResNet
         >>> model = PResNet(depth=50, out_indices=(1, 2, 3)).eval()
-        >>> for out in model(torch.rand(1, 3, 224, 224)):
+        >>> for out in model(torch.rand(1, 3, 64, 64)):
         ...     print(tuple(out.shape))
-        (1, 512, 28, 28)
-        (1, 1024, 14, 14)
-        (1, 2048, 7, 7)
+        (1, 512, 8, 8)
+        (1, 1024, 4, 4)
+        (1, 2048, 2, 2)
         >>> model.out_channels, model.out_strides
         ((512, 1024, 2048), (8, 16, 32))
     """
 
     arch_settings = PRESNET_ARCHS
     depth_settings = {18: 'R18', 34: 'R34', 50: 'R50', 101: 'R101'}
-    arch_required_keys = ('block', 'stage_blocks')
-    arch_optional_keys = dict(stem_channels=[32, 32, 64], base_channels=[64, 128, 256, 512])
+    arch_schema = ArchSchema(
+        required=dict(block=OneOf(BLOCK_TYPES), stage_blocks=ListOf(Int(min=1))),
+        optional=dict(stem_channels=([32, 32, 64], ListOf(Int(min=1), per='stem conv')),
+                      base_channels=([64, 128, 256, 512],
+                                     ListOf(Int(min=1), length='stage_blocks'))))
     plugin_positions = ('after_conv1', 'after_conv2', 'after_conv3')
 
     def __init__(self, depth: Optional[int] = None, arch: Union[str, ArchSpec, None] = None,
@@ -185,9 +179,11 @@ class PResNet(BaseBackbone):
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
         spec = self.resolve_arch(arch, depth)
         check_norm_cfg('PResNet', norm_cfg)
+        check_layer_cfgs('PResNet', conv_cfg=conv_cfg, act_cfg=act_cfg)
         check_freeze_norm('PResNet', freeze_norm, norm_cfg)
         init_cfg = scratch_init_cfg(init_cfg, pretrained)
-        super().__init__(max_stages=len(spec['stage_blocks']), num_stages=num_stages,
+        super().__init__(max_stages=len(spec['stage_blocks']), in_channels=in_channels,
+                         num_stages=num_stages,
                          out_indices=out_indices, frozen_stages=frozen_stages, norm_eval=norm_eval,
                          with_cp=with_cp, channels_last=channels_last, fuse_bn_eval=fuse_bn_eval, plugins=plugins,
                          pretrained=pretrained, init_cfg=init_cfg)
@@ -228,17 +224,6 @@ class PResNet(BaseBackbone):
         return (3 if spec['block'] == 'bottleneck' else 2) * sum(spec['stage_blocks']) + 2
 
     @classmethod
-    def check_arch(cls, spec: ArchSpec) -> ArchSpec:
-        if spec['block'] not in BLOCK_TYPES:
-            raise ValueError(f"PResNet: arch 'block' {spec['block']!r} is unknown; choose one of "
-                             f'{", ".join(BLOCK_TYPES)}.')
-        spec['stage_blocks'] = _positive_ints('stage_blocks', spec['stage_blocks'])
-        spec['stem_channels'] = _positive_ints('stem_channels', spec['stem_channels'])
-        spec['base_channels'] = _positive_ints('base_channels', spec['base_channels'],
-                                               len(spec['stage_blocks']))
-        return spec
-
-    @classmethod
     def arch_from_state_dict(cls, state_dict: Dict[str, torch.Tensor]) -> Union[str, ArchSpec]:
         """The named arch (or a custom dict) of a PResNet state dict in our key names."""
         def count(pattern: str) -> int:
@@ -257,17 +242,6 @@ class PResNet(BaseBackbone):
             base_channels=[int(state_dict[f'stages.{i}.0.conv1.conv.weight'].shape[0])
                            for i in range(num_stages)])
         for name, named in cls.arch_settings.items():
-            if {**cls.arch_optional_keys, **named} == spec:
+            if cls.check_arch(named) == spec:
                 return name
         return cls.check_arch(spec)
-
-
-def _positive_ints(key: str, value, length: Optional[int] = None) -> List[int]:
-    if (not isinstance(value, (list, tuple)) or not value
-            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
-            or (length is not None and len(value) != length)):
-        size = f'{length} ' if length is not None else ''
-        raise ValueError(f'PResNet: arch {key!r} must be a list of {size}positive ints, got '
-                         f'{value!r}.')
-    return list(value)
-

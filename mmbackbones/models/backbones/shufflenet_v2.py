@@ -6,7 +6,8 @@ from mmdet.registry import MODELS
 from torch import nn
 
 from ..layers import PluginSequence, ShuffleUnit
-from .base import ArchSpec, BaseBackbone, check_norm_cfg
+from .arch_schema import ArchSchema, Int, ListOf
+from .base import ArchSpec, BaseBackbone, check_layer_cfgs, check_norm_cfg
 
 #: torchvision's ``stages_out_channels``; x2.0's conv5 is 2048, not 1024 (checkpoint
 #: compatibility: a classic pitfall, see PaddleDetection #6138).
@@ -38,35 +39,31 @@ class ShuffleNetV2(BaseBackbone):
         arch (str | dict, optional): ``'x0_5'`` ... ``'x2_0'`` or a dict with ``stem_channels``,
             ``stage_channels`` (3 even widths), ``conv5_channels``, ``stage_blocks``. Overrides
             ``widen_factor`` when given.
-        in_channels (int): Input channels. Default: 3.
-        num_stages (int): Stages to build, 1-4 (4 includes conv5). Default: 4.
-        out_indices (Sequence[int]): Default: (0, 1, 2).
-        frozen_stages (int): -1 none, 0 the stem, k the stem and stages 1..k. Default: -1.
-        conv_cfg, norm_cfg, act_cfg: mmcv layer configs. Defaults: Conv2d, BN, ReLU.
-        norm_eval (bool): Default: False.
-        plugins (list[dict], optional): mmdet plugins at ``position='after_block'`` (after each
-            unit's channel shuffle; after conv5 for stage 3).
-        with_cp (bool): Checkpoint each unit. Default: False.
-        channels_last (bool): Run channels-last inside (outputs stay NCHW): same results,
-            faster on CPU (docs/benchmarks.md). Default: True.
-        fuse_bn_eval (bool): Fold BN into the convs in eval mode under ``no_grad``, as
-            described in :class:`BaseBackbone`. Default: True.
-        init_cfg (dict | list[dict], optional): Init config.
+        conv_cfg, act_cfg: mmcv layer configs. Defaults: Conv2d, ReLU.
+
+    The other arguments are :class:`BaseBackbone`'s, with these defaults: ``in_channels=3``,
+    ``num_stages=4`` (4 includes conv5), ``out_indices=(0, 1, 2)``, ``frozen_stages=-1``,
+    ``norm_cfg=dict(type='BN')``, ``norm_eval=False``, ``plugins=None`` (at
+    ``position='after_block'``: after each unit's channel shuffle; after conv5 for stage 3),
+    ``with_cp=False`` (per unit), ``channels_last=True``, ``fuse_bn_eval=True``,
+    ``init_cfg=None``.
 
     Example:
         >>> import torch
         >>> from mmbackbones.models import ShuffleNetV2
         >>> model = ShuffleNetV2(widen_factor=1.0, out_indices=(0, 1, 2, 3)).eval()
-        >>> for out in model(torch.rand(1, 3, 224, 224)):
+        >>> for out in model(torch.rand(1, 3, 64, 64)):
         ...     print(tuple(out.shape))
-        (1, 116, 28, 28)
-        (1, 232, 14, 14)
-        (1, 464, 7, 7)
-        (1, 1024, 7, 7)
+        (1, 116, 8, 8)
+        (1, 232, 4, 4)
+        (1, 464, 2, 2)
+        (1, 1024, 2, 2)
     """
 
     arch_settings = SHUFFLENETV2_ARCHS
-    arch_required_keys = ('stem_channels', 'stage_channels', 'conv5_channels', 'stage_blocks')
+    arch_schema = ArchSchema(required=dict(
+        stem_channels=Int(min=1), stage_channels=ListOf(Int(min=1, even=True), length=3),
+        conv5_channels=Int(min=1), stage_blocks=ListOf(Int(min=1), length=3)))
     plugin_positions = ('after_block', )
 
     def __init__(self, widen_factor: float = 1.0, arch: Union[str, ArchSpec, None] = None,
@@ -77,14 +74,19 @@ class ShuffleNetV2(BaseBackbone):
                  plugins: Optional[List[dict]] = None, with_cp: bool = False,
                  channels_last: bool = True, fuse_bn_eval: bool = True, pretrained: Optional[str] = None,
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
+        if isinstance(widen_factor, bool) or not isinstance(widen_factor, (int, float)):
+            raise TypeError(f'ShuffleNetV2: widen_factor must be a number, one of 0.5, 1.0, '
+                            f'1.5, 2.0; got {widen_factor!r} ({type(widen_factor).__name__}).')
+        if widen_factor not in WIDEN_FACTORS:
+            raise ValueError(f'ShuffleNetV2: widen_factor {widen_factor!r} is not supported; '
+                             f'choose one of 0.5, 1.0, 1.5, 2.0, or pass arch=.')
         if arch is None:
-            if widen_factor not in WIDEN_FACTORS:
-                raise ValueError(f'ShuffleNetV2: widen_factor {widen_factor!r} is not supported; '
-                                 f'choose one of 0.5, 1.0, 1.5, 2.0, or pass arch=.')
             arch = WIDEN_FACTORS[widen_factor]
         spec = self.resolve_arch(arch)
         check_norm_cfg('ShuffleNetV2', norm_cfg)
-        super().__init__(max_stages=4, num_stages=num_stages, out_indices=out_indices,
+        check_layer_cfgs('ShuffleNetV2', conv_cfg=conv_cfg, act_cfg=act_cfg)
+        super().__init__(max_stages=4, in_channels=in_channels, num_stages=num_stages,
+                         out_indices=out_indices,
                          frozen_stages=frozen_stages, norm_eval=norm_eval, with_cp=with_cp,
                          channels_last=channels_last, fuse_bn_eval=fuse_bn_eval, plugins=plugins, pretrained=pretrained,
                          init_cfg=init_cfg)
@@ -111,21 +113,3 @@ class ShuffleNetV2(BaseBackbone):
                 conv5.append(plugins_5)
             self.add_stage(nn.Sequential(*conv5), spec['conv5_channels'], stride)
         self.init_conventions()
-
-    @classmethod
-    def check_arch(cls, spec: ArchSpec) -> ArchSpec:
-        widths = spec['stage_channels']
-        if (not isinstance(widths, (list, tuple)) or len(widths) != 3
-                or not all(isinstance(w, int) and w > 0 and w % 2 == 0 for w in widths)):
-            raise ValueError(f"ShuffleNetV2: arch 'stage_channels' must be 3 positive even ints, "
-                             f'got {widths!r}.')
-        blocks = spec['stage_blocks']
-        if (not isinstance(blocks, (list, tuple)) or len(blocks) != 3
-                or not all(isinstance(b, int) and b > 0 for b in blocks)):
-            raise ValueError(f"ShuffleNetV2: arch 'stage_blocks' must be 3 positive ints, got "
-                             f'{blocks!r}.')
-        for key in ('stem_channels', 'conv5_channels'):
-            if not isinstance(spec[key], int) or spec[key] <= 0:
-                raise ValueError(f'ShuffleNetV2: arch {key!r} must be a positive int, got '
-                                 f'{spec[key]!r}.')
-        return spec

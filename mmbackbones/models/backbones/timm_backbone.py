@@ -19,7 +19,7 @@ import torch
 from mmdet.registry import MODELS
 from torch import nn
 
-from .base import BaseBackbone
+from .base import BaseBackbone, check_in_channels
 
 # Stage 0 is the first timm feature level at this stride or coarser; finer levels (a resnet's
 # act1, an efficientnet's blocks.0, a regnet's stem, all at stride 2) belong to the stem.
@@ -190,8 +190,6 @@ class TimmBackbone(BaseBackbone):
         norm_eval (bool): Keep every BatchNorm in eval mode during training. Default: True.
         with_cp (bool): timm's gradient checkpointing (``set_grad_checkpointing``); an error
             for a model that has none. Default: False.
-        channels_last (bool): Run channels-last inside (outputs stay NCHW). Default: False.
-        in_channels (int): Input image channels (timm's ``in_chans``). Default: 3.
         pretrained (bool | str): ``True`` loads timm's weights from the local file given as
             ``pretrained_cfg_overlay=dict(file=...)``, with timm's own loader and checks
             (``.safetensors`` works); without such a file it is an error, never a download.
@@ -203,6 +201,10 @@ class TimmBackbone(BaseBackbone):
             loading fails below ``min_loaded_ratio`` (default 0.9) of the parameters.
         **timm_kwargs: Passed to ``timm.create_model`` (``drop_path_rate``, ``output_stride``,
             ``pretrained_cfg_overlay``, ...).
+
+    The other arguments are :class:`BaseBackbone`'s, with these defaults: ``in_channels=3``
+    (timm's ``in_chans``), ``norm_eval=True``, ``channels_last=False``. mmcv layer configs
+    (``norm_cfg``, ``conv_cfg``, ``act_cfg``) do not apply: timm builds its own layers.
 
     Config example (RetinaNet; see configs/timm/ for complete files)::
 
@@ -225,12 +227,12 @@ class TimmBackbone(BaseBackbone):
         >>> model = TimmBackbone('resnet18', out_indices=(0, 1, 2, 3), frozen_stages=1).eval()
         >>> model.out_channels, model.out_strides, model.stem_levels, model.timm_out_indices
         ((64, 128, 256, 512), (4, 8, 16, 32), 1, (1, 2, 3, 4))
-        >>> for out in model(torch.rand(1, 3, 224, 224)):
+        >>> for out in model(torch.rand(1, 3, 64, 64)):
         ...     print(tuple(out.shape))
-        (1, 64, 56, 56)
-        (1, 128, 28, 28)
-        (1, 256, 14, 14)
-        (1, 512, 7, 7)
+        (1, 64, 16, 16)
+        (1, 128, 8, 8)
+        (1, 256, 4, 4)
+        (1, 512, 2, 2)
     """
 
     def __init__(self, model_name: str, out_indices: Optional[Sequence[int]] = None,
@@ -240,6 +242,9 @@ class TimmBackbone(BaseBackbone):
                  plugins: Optional[List[dict]] = None,
                  init_cfg: Optional[Union[dict, List[dict]]] = None, **timm_kwargs) -> None:
         timm_kwargs = self._check_timm_kwargs(model_name, timm_kwargs)
+        if isinstance(pretrained, str) and pretrained.lower() in ('true', 'false'):
+            raise TypeError(f'TimmBackbone: pretrained must be True, False or a checkpoint path; '
+                            f'got the string {pretrained!r} (a string is not read as a bool).')
         load_timm_weights = pretrained is True
         if load_timm_weights:
             if init_cfg is not None:
@@ -249,7 +254,7 @@ class TimmBackbone(BaseBackbone):
                 model_name, timm_kwargs.get('pretrained_cfg_overlay'))
         if isinstance(pretrained, bool):  # a str (or anything else) is BaseBackbone's to check
             pretrained = None
-        timm_kwargs['in_chans'] = in_channels
+        timm_kwargs['in_chans'] = check_in_channels('TimmBackbone', in_channels)
 
         info, default_levels = self._probe_feature_info(model_name, timm_kwargs)
         stem_levels = self._count_stem_levels(info)
@@ -258,7 +263,8 @@ class TimmBackbone(BaseBackbone):
         max_stages = len(info) - stem_levels
         if num_stages is None:
             num_stages = self._default_num_stages(out_indices, max_stages)
-        super().__init__(max_stages=max_stages, num_stages=num_stages, out_indices=out_indices,
+        super().__init__(max_stages=max_stages, in_channels=in_channels,
+                         num_stages=num_stages, out_indices=out_indices,
                          frozen_stages=frozen_stages, norm_eval=norm_eval, with_cp=with_cp,
                          channels_last=channels_last, plugins=plugins, pretrained=pretrained,
                          init_cfg=init_cfg)

@@ -9,7 +9,8 @@ from torch import nn
 
 from ..layers import (PluginSequence, SeriesActivation, apply_plugins, conv_from_weights,
                       fuse_conv_bn, maybe_checkpoint, merge_conv_then_pointwise)
-from .base import ArchSpec, BaseBackbone, check_norm_cfg
+from .arch_schema import ArchSchema, Int, ListOf, OneOf
+from .base import ArchSpec, BaseBackbone, check_bool, check_int, check_norm_cfg
 
 _W13 = [512, 512, 1024] + [2048] * 7 + [4096, 4096]
 _S13 = [1, 2, 2, 1, 1, 1, 1, 1, 1, 2, 1]
@@ -178,46 +179,42 @@ class VanillaNet(BaseBackbone):
             detection models use 4. Default: None (the arch's, 3 for named variants).
         act_learn (float): Initial leaky-relu slope, in [0, 1]. Default: 1.0.
         deploy (bool): Build the deploy form (no norms; one conv per block). Default: False.
-        in_channels (int): Input channels. Default: 3.
-        num_stages (int, optional): Blocks to build. Default: None (all of them).
-        out_indices (Sequence[int], optional): Returned stages (blocks). Default: None, the
-            stride 4/8/16/32 stages of the table above.
-        frozen_stages (int): -1 none, 0 the stem, k the stem and blocks 1..k. Default: -1.
-        norm_cfg (dict): Norm layer config. Default: ``dict(type='BN', eps=1e-6,
-            requires_grad=True)`` (VanillaNet's eps). Deploy needs a BatchNorm type.
-        norm_eval (bool): Keep BatchNorm layers in eval mode in training. Default: False.
-        plugins (list[dict], optional): mmdet plugins at ``position='after_block'`` (after a
-            block's SeriesActivation). Default: None.
-        with_cp (bool): Checkpoint each block's activations. Default: False.
-        channels_last (bool): Run in channels-last memory layout (outputs stay NCHW): same
-            results, faster on CPU. Default: True.
-        fuse_bn_eval (bool): Fold BN into the convs in eval mode under ``no_grad``, as
-            described in :class:`BaseBackbone`. Default: True.
-        pretrained (str, optional): Deprecated; use ``init_cfg``.
-        init_cfg (dict | list[dict], optional): Init config. Default: truncated normal
-            (std 0.02, bias 0) for convs, as the official code; constant 1 for norms.
+
+    The other arguments are :class:`BaseBackbone`'s, with these defaults: ``in_channels=3``,
+    ``num_stages=None`` (every block), ``out_indices=None`` (the stride 4/8/16/32 stages of the
+    table above), ``frozen_stages=-1`` (k: the stem and blocks 1..k),
+    ``norm_cfg=dict(type='BN', eps=1e-6, requires_grad=True)`` (VanillaNet's eps; deploy needs
+    a BatchNorm type), ``norm_eval=False``, ``plugins=None`` (at ``position='after_block'``,
+    after a block's SeriesActivation), ``with_cp=False`` (per block), ``channels_last=True``,
+    ``fuse_bn_eval=True``, ``init_cfg=None`` (truncated normal, std 0.02 and bias 0, for convs
+    as the official code; constant 1 for norms).
 
     Example:
         >>> import torch
         >>> from mmbackbones.models import VanillaNet
         >>> model = VanillaNet(arch='vanillanet_7').eval()
-        >>> outs = model(torch.rand(1, 3, 224, 224))
+        >>> outs = model(torch.rand(1, 3, 64, 64))
         >>> for out in outs:
         ...     print(tuple(out.shape))
-        (1, 512, 56, 56)
-        (1, 1024, 28, 28)
-        (1, 2048, 14, 14)
-        (1, 4096, 7, 7)
+        (1, 512, 16, 16)
+        (1, 1024, 8, 8)
+        (1, 2048, 4, 4)
+        (1, 4096, 2, 2)
         >>> model.out_indices, model.out_strides
         ((0, 1, 2, 4), (4, 8, 16, 32))
         >>> model.switch_to_deploy()
-        >>> [tuple(o.shape) for o in model(torch.rand(1, 3, 224, 224))][-1]
-        (1, 4096, 7, 7)
+        >>> [tuple(o.shape) for o in model(torch.rand(1, 3, 64, 64))][-1]
+        (1, 4096, 2, 2)
     """
 
     arch_settings = VANILLANET_ARCHS
-    arch_required_keys = ('dims', 'strides')
-    arch_optional_keys = dict(act_num=3, ada_pool=None)
+    arch_schema = ArchSchema(
+        required=dict(dims=ListOf(Int(min=1), min_length=2, note='the stem width, then one per '
+                                                                 'block'),
+                      strides=ListOf(OneOf((1, 2)), length='dims', offset=-1, per='block')),
+        optional=dict(act_num=(3, Int(min=1)),
+                      ada_pool=(None, ListOf(Int(min=0), length='strides', per='block',
+                                             note='0 = plain max-pool', nullable=True))))
     plugin_positions = ('after_block', )
 
     def __init__(self, arch: Union[str, ArchSpec] = 'vanillanet_5', act_num: Optional[int] = None,
@@ -231,7 +228,10 @@ class VanillaNet(BaseBackbone):
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
         spec = self.resolve_arch(arch)
         if act_num is not None:
+            check_int('VanillaNet', 'act_num', act_num, low=1,
+                      valid='a positive int: 3, or 4 as in the official detection models')
             spec = self.check_arch(dict(spec, act_num=act_num))
+        deploy = check_bool('VanillaNet', 'deploy', deploy)
         check_norm_cfg('VanillaNet', norm_cfg)
         max_stages = len(spec['strides'])
         num_stages = max_stages if num_stages is None else num_stages
@@ -240,7 +240,8 @@ class VanillaNet(BaseBackbone):
         if init_cfg is None and pretrained is None:
             init_cfg = [dict(type='TruncNormal', layer='Conv2d', std=.02, bias=0.),
                         dict(type='Constant', val=1, layer=['_BatchNorm', 'GroupNorm'])]
-        super().__init__(max_stages=max_stages, num_stages=num_stages, out_indices=out_indices,
+        super().__init__(max_stages=max_stages, in_channels=in_channels, num_stages=num_stages,
+                         out_indices=out_indices,
                          frozen_stages=frozen_stages, norm_eval=norm_eval, with_cp=with_cp,
                          channels_last=channels_last, fuse_bn_eval=fuse_bn_eval, plugins=plugins, pretrained=pretrained,
                          init_cfg=init_cfg)
@@ -272,29 +273,6 @@ class VanillaNet(BaseBackbone):
         self.init_conventions()
 
     # ------------------------------------------------------------------ architecture
-    @classmethod
-    def check_arch(cls, spec: ArchSpec) -> ArchSpec:
-        dims, strides = spec['dims'], spec['strides']
-        if (not isinstance(dims, (list, tuple)) or len(dims) < 2
-                or not all(isinstance(d, int) and d > 0 for d in dims)):
-            raise ValueError(f"VanillaNet: arch 'dims' must be a list of at least 2 positive ints "
-                             f"(stem width, then one per block), got {dims!r}.")
-        if (not isinstance(strides, (list, tuple)) or len(strides) != len(dims) - 1
-                or not all(s in (1, 2) and not isinstance(s, bool) for s in strides)):
-            raise ValueError(f"VanillaNet: arch 'strides' must hold one stride (1 or 2) per block, "
-                             f'i.e. {len(dims) - 1} values for dims={list(dims)}; got {strides!r}.')
-        act_num = spec['act_num']
-        if not isinstance(act_num, int) or isinstance(act_num, bool) or act_num < 1:
-            raise ValueError(f'VanillaNet: act_num={act_num!r} must be a positive int (3, or 4 '
-                             f'as in the official detection models).')
-        pools = spec['ada_pool']
-        if pools is not None and (not isinstance(pools, (list, tuple)) or len(pools) != len(strides)
-                                  or not all(isinstance(p, int) and p >= 0 for p in pools)):
-            raise ValueError(f"VanillaNet: arch 'ada_pool' must be None or one size >= 0 per block "
-                             f'({len(strides)} values; 0 = plain max-pool), got {pools!r}.')
-        return dict(spec, dims=list(dims), strides=list(strides),
-                    ada_pool=None if pools is None else list(pools))
-
     @staticmethod
     def _stage_strides(spec: ArchSpec) -> List[int]:
         stride, out = (3 if spec['ada_pool'] else 4), []
@@ -335,8 +313,10 @@ class VanillaNet(BaseBackbone):
     @staticmethod
     def _check_act_learn(value: float) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-            raise ValueError(f'VanillaNet: act_learn={value!r} must be a number in [0, 1] (0: '
-                             f'ReLU at the start of training, 1: identity, deployable).')
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            raise (ValueError if number else TypeError)(
+                f'VanillaNet: act_learn={value!r} must be a number in [0, 1] (0: ReLU at the '
+                f'start of training, 1: identity, deployable).')
         return float(value)
 
     @property

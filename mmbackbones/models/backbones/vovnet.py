@@ -7,7 +7,9 @@ from mmdet.registry import MODELS
 from torch import nn
 
 from ..layers import OSAModule, vovnet_conv3x3
-from .base import ArchSpec, BaseBackbone, check_norm_cfg, scratch_init_cfg
+from .arch_schema import ArchSchema, Bool, Int, ListOf
+from .base import (ArchSpec, BaseBackbone, check_choice, check_layer_cfgs, check_norm_cfg,
+                   scratch_init_cfg)
 
 _V2_WIDE = dict(stage_conv_ch=[128, 160, 192, 224], stage_out_ch=[256, 512, 768, 1024])
 _V2_SLIM = dict(stage_conv_ch=[64, 80, 96, 112], stage_out_ch=[112, 256, 384, 512])
@@ -78,46 +80,39 @@ class VoVNet(BaseBackbone):
     Args:
         arch (str | dict, optional): Named variant or custom dict. Default: None (use ``depth``).
         depth (int, optional): 19, 27, 39, 57 or 99.
-        in_channels (int): Input image channels. Default: 3.
-        num_stages (int): Stages to build, 1-4. Default: 4.
-        out_indices (Sequence[int]): Returned stages (0 is the stride-4 stage). Default: (0, 1, 2, 3).
-        frozen_stages (int): -1 none, 0 the stem, k the stem and stages 1..k. Default: -1.
         ese_layout (str): ``'all'`` or ``'last'``. Default: ``'all'``.
         conv_cfg (dict, optional): Conv layer config. Default: None (Conv2d).
-        norm_cfg (dict): Norm layer config. Default: ``dict(type='BN', requires_grad=True)``.
-            ``requires_grad=False`` freezes the affine parameters only.
         act_cfg (dict): Activation config. Default: ``dict(type='ReLU', inplace=True)``.
-        norm_eval (bool): Keep BatchNorm layers in eval mode in training. Default: True.
-        plugins (list[dict], optional): mmdet plugin configs. Default: None.
-        with_cp (bool): Checkpoint each OSA module's activations. Default: False.
-        channels_last (bool): Run in channels-last memory layout: same results, 5-35% faster
-            on CPU than NCHW (see docs/benchmarks.md); returned maps are NCHW. Default: True.
-        fuse_bn_eval (bool): Fold BN into the convs in eval mode under ``no_grad``, as
-            described in :class:`BaseBackbone`. Default: True.
-        pretrained (str, optional): Deprecated; use ``init_cfg``.
-        init_cfg (dict | list[dict], optional): Init config. Default: Kaiming for convs, constant
-            1 for norms.
+
+    The other arguments are :class:`BaseBackbone`'s, with these defaults: ``in_channels=3``,
+    ``num_stages=4``, ``out_indices=(0, 1, 2, 3)`` (0 is the stride-4 stage),
+    ``frozen_stages=-1``, ``norm_cfg=dict(type='BN', requires_grad=True)``, ``norm_eval=True``,
+    ``plugins=None``, ``with_cp=False`` (per OSA module), ``channels_last=True``,
+    ``fuse_bn_eval=True``, ``init_cfg=None`` (Kaiming for convs, constant 1 for norms).
 
     Example:
         >>> import torch
         >>> from mmbackbones.models import VoVNet
         >>> model = VoVNet(arch='V-19-slim-dw-eSE').eval()
-        >>> outs = model(torch.rand(1, 3, 224, 224))
+        >>> outs = model(torch.rand(1, 3, 64, 64))
         >>> for out in outs:
         ...     print(tuple(out.shape))
-        (1, 112, 56, 56)
-        (1, 256, 28, 28)
-        (1, 384, 14, 14)
-        (1, 512, 7, 7)
+        (1, 112, 16, 16)
+        (1, 256, 8, 8)
+        (1, 384, 4, 4)
+        (1, 512, 2, 2)
         >>> model.out_channels, model.out_strides
         ((112, 256, 384, 512), (4, 8, 16, 32))
     """
 
     arch_settings = VOVNET_ARCHS
     depth_settings = {19: 'V-19-eSE', 27: 'V-27-slim', 39: 'V-39-eSE', 57: 'V-57-eSE', 99: 'V-99-eSE'}
-    arch_required_keys = ('stem', 'stage_conv_ch', 'stage_out_ch', 'layer_per_block',
-                          'block_per_stage')
-    arch_optional_keys = dict(eSE=True, dw=False, identity=True)
+    arch_schema = ArchSchema(
+        required=dict(stem=ListOf(Int(min=1), length=3), stage_conv_ch=ListOf(Int(min=1)),
+                      stage_out_ch=ListOf(Int(min=1), length='stage_conv_ch'),
+                      layer_per_block=Int(min=1),
+                      block_per_stage=ListOf(Int(min=1), length='stage_conv_ch')),
+        optional=dict(eSE=(True, Bool()), dw=(False, Bool()), identity=(True, Bool())))
     plugin_positions = OSAModule.plugin_positions
 
     def __init__(self, arch: Union[str, ArchSpec, None] = None, depth: Optional[int] = None,
@@ -130,12 +125,12 @@ class VoVNet(BaseBackbone):
                  channels_last: bool = True, fuse_bn_eval: bool = True, pretrained: Optional[str] = None,
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
         spec = self.resolve_arch(arch, depth)
-        if ese_layout not in ESE_LAYOUTS:
-            raise ValueError(f'VoVNet: ese_layout {ese_layout!r} is unknown; choose one of '
-                             f'{", ".join(ESE_LAYOUTS)}.')
+        check_choice('VoVNet', 'ese_layout', ese_layout, ESE_LAYOUTS)
         check_norm_cfg('VoVNet', norm_cfg)
+        check_layer_cfgs('VoVNet', conv_cfg=conv_cfg, act_cfg=act_cfg)
         init_cfg = scratch_init_cfg(init_cfg, pretrained)
-        super().__init__(max_stages=len(spec['stage_out_ch']), num_stages=num_stages,
+        super().__init__(max_stages=len(spec['stage_out_ch']), in_channels=in_channels,
+                         num_stages=num_stages,
                          out_indices=out_indices, frozen_stages=frozen_stages, norm_eval=norm_eval,
                          with_cp=with_cp, channels_last=channels_last, fuse_bn_eval=fuse_bn_eval, plugins=plugins,
                          pretrained=pretrained, init_cfg=init_cfg)
@@ -212,31 +207,6 @@ class VoVNet(BaseBackbone):
     def arch_depth(cls, spec: ArchSpec) -> int:
         """Conv layers on the main path: 3 in the stem, then L 3x3s + one 1x1 per OSA module."""
         return 3 + sum(spec['block_per_stage']) * (spec['layer_per_block'] + 1)
-
-    @classmethod
-    def check_arch(cls, spec: ArchSpec) -> ArchSpec:
-        def positive_ints(key: str, length: Optional[int] = None) -> List[int]:
-            value = spec[key]
-            if (not isinstance(value, (list, tuple)) or not value
-                    or not all(isinstance(v, int) and v > 0 for v in value)
-                    or (length is not None and len(value) != length)):
-                size = f'{length} ' if length is not None else ''
-                raise ValueError(f'VoVNet: arch {key!r} must be a list of {size}positive ints, '
-                                 f'got {value!r}.')
-            return list(value)
-
-        spec['stem'] = positive_ints('stem', 3)
-        spec['stage_conv_ch'] = positive_ints('stage_conv_ch')
-        n = len(spec['stage_conv_ch'])
-        spec['stage_out_ch'] = positive_ints('stage_out_ch', n)
-        spec['block_per_stage'] = positive_ints('block_per_stage', n)
-        if not isinstance(spec['layer_per_block'], int) or spec['layer_per_block'] < 1:
-            raise ValueError(f"VoVNet: arch 'layer_per_block' must be a positive int, got "
-                             f"{spec['layer_per_block']!r}.")
-        for key in ('eSE', 'dw', 'identity'):
-            if not isinstance(spec[key], bool):
-                raise ValueError(f'VoVNet: arch {key!r} must be True or False, got {spec[key]!r}.')
-        return spec
 
 
 class OSAStage(nn.Module):

@@ -7,7 +7,9 @@ from mmdet.registry import MODELS
 from torch import nn
 
 from ..layers import SPPF, C2f, Focus, yolo_conv
-from .base import ArchSpec, BaseBackbone, check_norm_cfg
+from .arch_schema import ArchSchema, Int, ListOf, Number
+from .base import (ArchSpec, BaseBackbone, check_bool, check_choice, check_int, check_layer_cfgs,
+                   check_norm_cfg)
 
 #: The unscaled network (yolov8.yaml, rows 0-9): stem width, the four stage widths and the C2f
 #: repeats. ``last_stage_channels`` replaces the 1024 (ultralytics' ``max_channels``).
@@ -78,47 +80,42 @@ class YOLOv8CSPDarknet(BaseBackbone):
             ``deepen_factor``, ``widen_factor``, ``last_stage_channels`` (pre-widen width of
             stage 4, ultralytics' ``max_channels``) and optionally ``stage_blocks`` (pre-deepen
             C2f repeats, default (3, 6, 6, 3)). Default: ``'s'``.
-        in_channels (int): Input channels. Default: 3.
         stem_type (str): ``'conv'`` (3x3 stride-2 conv) or ``'focus'`` (space-to-depth, then
             a 3x3 conv). Default: ``'conv'``.
         use_depthwise (bool): Depthwise-separable 3x3 convs in the stages (the stride-2
             downsampling convs and the bottlenecks; the stem stays dense). Default: False.
-        sppf_kernel_size (int): Max-pool kernel of SPPF. Default: 5.
-        num_stages (int): Stages to build, 1-4 (SPPF only with stage 4). Default: 4.
-        out_indices (Sequence[int]): Stages whose outputs are returned. Default: (1, 2, 3).
-        frozen_stages (int): -1 none, 0 the stem, k the stem and stages 1..k. Default: -1.
+        sppf_kernel_size (int): Max-pool kernel of SPPF, odd. Default: 5.
         conv_cfg (dict, optional): Conv layer config. Default: None (Conv2d).
         norm_cfg (dict): Default: ``dict(type='BN', momentum=0.03, eps=0.001)``. YOLOv8
             detection checkpoints were trained with these BN settings (ultralytics'
             ``initialize_weights``), so they are kept for checkpoint compatibility.
         act_cfg (dict): Default: ``dict(type='SiLU', inplace=False)``. Not in place: autograd
             would save a copy of each in-place SiLU's input, which makes a train step slower.
-        norm_eval (bool): Keep BN layers in eval mode while training. Default: False.
-        plugins (list[dict], optional): mmdet plugins at ``position='after_bottleneck'``
-            (after each bottleneck's shortcut) or ``'after_c2f'`` (after the C2f's final conv).
-        with_cp (bool): Checkpoint each C2f block. Default: False.
-        channels_last (bool): Run channels-last inside (outputs stay NCHW): same results to
-            float rounding, 5-10% faster on CPU (oneDNN) for this family in eval and train
-            steps; see docs/benchmarks.md. Default: True.
-        fuse_bn_eval (bool): Fold BN into the convs in eval mode under ``no_grad``, as
-            described in :class:`BaseBackbone`. Default: True.
-        pretrained (str, optional): Deprecated, use ``init_cfg``.
-        init_cfg (dict | list[dict], optional): Init config.
+
+    The other arguments are :class:`BaseBackbone`'s, with these defaults: ``in_channels=3``,
+    ``num_stages=4`` (SPPF only with stage 4), ``out_indices=(1, 2, 3)``, ``frozen_stages=-1``,
+    ``norm_eval=False``, ``plugins=None`` (at ``position='after_bottleneck'``, after each
+    bottleneck's shortcut, or ``'after_c2f'``, after the C2f's final conv), ``with_cp=False``
+    (per C2f block), ``channels_last=True`` (5-10% faster on CPU for this family, see
+    docs/benchmarks.md), ``fuse_bn_eval=True``, ``init_cfg=None``.
 
     Example:
         >>> import torch
         >>> from mmbackbones.models import YOLOv8CSPDarknet
         >>> model = YOLOv8CSPDarknet(arch='s').eval()
-        >>> for out in model(torch.rand(1, 3, 640, 640)):
+        >>> for out in model(torch.rand(1, 3, 128, 128)):
         ...     print(tuple(out.shape))
-        (1, 128, 80, 80)
-        (1, 256, 40, 40)
-        (1, 512, 20, 20)
+        (1, 128, 16, 16)
+        (1, 256, 8, 8)
+        (1, 512, 4, 4)
     """
 
     arch_settings = YOLOV8_ARCHS
-    arch_required_keys = ('deepen_factor', 'widen_factor', 'last_stage_channels')
-    arch_optional_keys = {'stage_blocks': [3, 6, 6, 3]}
+    arch_schema = ArchSchema(
+        required=dict(deepen_factor=Number(above=0), widen_factor=Number(above=0),
+                      last_stage_channels=Int(min=1)),
+        optional=dict(stage_blocks=([3, 6, 6, 3], ListOf(
+            Int(min=1), length=4, note='C2f repeats before deepen_factor'))))
     plugin_positions = C2f.plugin_positions
 
     def __init__(self, arch: Union[str, ArchSpec] = 's', in_channels: int = 3,
@@ -131,12 +128,18 @@ class YOLOv8CSPDarknet(BaseBackbone):
                  plugins: Optional[List[dict]] = None, with_cp: bool = False,
                  channels_last: bool = True, fuse_bn_eval: bool = True, pretrained: Optional[str] = None,
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
+        name = 'YOLOv8CSPDarknet'
         spec = self.resolve_arch(arch)
-        if stem_type not in STEM_TYPES:
-            raise ValueError(f'YOLOv8CSPDarknet: stem_type {stem_type!r} is unknown; choose one '
-                             f'of {", ".join(STEM_TYPES)}.')
-        check_norm_cfg('YOLOv8CSPDarknet', norm_cfg)
-        super().__init__(max_stages=4, num_stages=num_stages, out_indices=out_indices,
+        check_choice(name, 'stem_type', stem_type, STEM_TYPES)
+        use_depthwise = check_bool(name, 'use_depthwise', use_depthwise)
+        if check_int(name, 'sppf_kernel_size', sppf_kernel_size, low=1) % 2 == 0:
+            raise ValueError(f'{name}: sppf_kernel_size={sppf_kernel_size} must be odd (its '
+                             f'"same" padding k // 2 keeps the map size only for odd k); YOLOv8 '
+                             f'uses 5.')
+        check_norm_cfg(name, norm_cfg)
+        check_layer_cfgs(name, conv_cfg=conv_cfg, act_cfg=act_cfg)
+        super().__init__(max_stages=4, in_channels=in_channels, num_stages=num_stages,
+                         out_indices=out_indices,
                          frozen_stages=frozen_stages, norm_eval=norm_eval, with_cp=with_cp,
                          channels_last=channels_last, fuse_bn_eval=fuse_bn_eval, plugins=plugins, pretrained=pretrained,
                          init_cfg=init_cfg)
@@ -164,26 +167,6 @@ class YOLOv8CSPDarknet(BaseBackbone):
             self.add_stage(nn.Sequential(*layers), out, stride)
             channels = out
         self.init_conventions()
-
-    @classmethod
-    def check_arch(cls, spec: ArchSpec) -> ArchSpec:
-        for key in ('deepen_factor', 'widen_factor'):
-            value = spec[key]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise ValueError(f'YOLOv8CSPDarknet: arch {key!r} must be a positive number, got '
-                                 f'{value!r}.')
-        last = spec['last_stage_channels']
-        if isinstance(last, bool) or not isinstance(last, int) or last <= 0:
-            raise ValueError(f"YOLOv8CSPDarknet: arch 'last_stage_channels' must be a positive "
-                             f'int, got {last!r}.')
-        blocks = spec['stage_blocks']
-        if (not isinstance(blocks, (list, tuple)) or len(blocks) != 4
-                or not all(isinstance(b, int) and not isinstance(b, bool) and b > 0
-                           for b in blocks)):
-            raise ValueError(f"YOLOv8CSPDarknet: arch 'stage_blocks' must be 4 positive ints "
-                             f'(C2f repeats before deepen_factor), got {blocks!r}.')
-        spec['stage_blocks'] = list(blocks)
-        return spec
 
     @classmethod
     def arch_from_widths(cls, stem_channels: int, widths: Sequence[int],

@@ -115,15 +115,15 @@ def test_arch_errors_name_the_choices():
         HGNetV2(arch='M')
     base = dict(stem_channels=[8, 8], stage_mid_channels=[8, 8], stage_out_channels=[16, 16],
                 stage_blocks=[1, 1], layer_num=2)
-    with pytest.raises(ValueError, match=r"'kernel_size' must be a list of positive ints, one "
-                                         r"per stage \(as many as stage_out_channels\)"):
+    with pytest.raises(ValueError, match=r"'kernel_size' must be a list of 2 positive ints \(one "
+                                         r"per stage, i\.e\. 2 values for stage_out_channels"):
         HGNetV2(arch=base)  # the 4-stage defaults do not fit a 2-stage arch
-    with pytest.raises(ValueError, match=r"'downsample' must be a list of bools, one per stage"):
+    with pytest.raises(ValueError, match=r"'downsample' must be a list of 2 bools \(one per stage"):
         HGNetV2(arch=dict(base, kernel_size=[3, 5]))
     fixed = dict(base, downsample=[False, True], light_block=[False, True], kernel_size=[3, 5])
     model = HGNetV2(arch=fixed, num_stages=2, out_indices=(0, 1))
     assert model.out_strides == (4, 8)
     assert HGNetV2.arch_from_state_dict(model.state_dict()) == dict(fixed, use_lab=False)
-    with pytest.raises(ValueError, match=r"'stage_blocks' must be a list of positive ints, one "
+    with pytest.raises(ValueError, match=r"'stage_blocks' must be a list of 2 positive ints \(one "
                                          r"per stage"):
         HGNetV2(arch=dict(fixed, stage_blocks=[1, 0]), num_stages=2)

@@ -90,7 +90,7 @@ def test_norm_cfg_and_out_norm_cfg():
     assert _norm_types(model) == ({nn.BatchNorm2d}, {nn.BatchNorm2d}, {nn.GroupNorm})
     assert len(model(image())) == 4
     with pytest.raises(ValueError,
-                       match=r"out_norm_cfg\): norm_cfg type 'LNx' is not a registered"):
+                       match=r"MogaNet: out_norm_cfg type 'LNx' is not a registered"):
         MogaNet(arch=TINY, out_norm_cfg=dict(type='LNx'))
 
 
@@ -161,7 +161,7 @@ def test_errors_name_the_argument_and_the_choices():
     with pytest.raises(ValueError, match=r'embed_dims \[12\] are not multiples of '
                                          r'sum\(attn_channel_split\)=8'):
         MogaNet(arch=dict(TINY, embed_dims=[16, 12, 24, 32]))
-    with pytest.raises(ValueError, match=r"'ffn_ratios' must be 4 positive numbers"):
+    with pytest.raises(ValueError, match=r"'ffn_ratios' must be a list of 4 positive numbers"):
         MogaNet(arch=dict(TINY, ffn_ratios=[2, 2, 2]))
     with pytest.raises(ValueError, match='arch dict has missing ffn_ratios'):
         MogaNet(arch=dict(embed_dims=[16], depths=[1]))

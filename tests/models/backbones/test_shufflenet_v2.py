@@ -59,7 +59,7 @@ def test_widen_factor_and_arch_errors():
         ShuffleNetV2(widen_factor=0.75)
     with pytest.raises(ValueError, match=r"arch 'x3_0' is unknown; choose one of x0_5, x1_0"):
         ShuffleNetV2(arch='x3_0')
-    with pytest.raises(ValueError, match="'stage_channels' must be 3 positive even ints"):
+    with pytest.raises(ValueError, match="'stage_channels' must be a list of 3 positive even ints"):
         ShuffleNetV2(arch=dict(stem_channels=8, stage_channels=[16, 25, 32], conv5_channels=48,
                                stage_blocks=[1, 1, 1]))
 

@@ -206,10 +206,10 @@ def test_act_num_override_and_registry():
 @pytest.mark.parametrize('arch, match', [
     ('vanillanet_99', r"arch 'vanillanet_99' is unknown; choose one of vanillanet_5, "),
     (dict(dims=[8, 16]), r'arch dict has missing strides'),
-    (dict(dims=[8, 16], strides=[3]), r"'strides' must hold one stride \(1 or 2\) per block"),
+    (dict(dims=[8, 16], strides=[3]), r"'strides' must be a list of 1 value in \(1, 2\) \(one per"),
     (dict(dims=[8, 16, 32], strides=[2]), r'i\.e\. 2 values for dims=\[8, 16, 32\]'),
-    (dict(dims=[8, 16], strides=[2], act_num=0), r'act_num=0 must be a positive int'),
-    (dict(dims=[8, 16], strides=[2], ada_pool=[1, 2]), r"'ada_pool' must be None or one size"),
+    (dict(dims=[8, 16], strides=[2], act_num=0), r"'act_num' must be a positive int, got 0"),
+    (dict(dims=[8, 16], strides=[2], ada_pool=[1, 2]), r"'ada_pool' must be None or a list of 1"),
 ])
 def test_arch_errors(arch, match):
     with pytest.raises(ValueError, match=match):

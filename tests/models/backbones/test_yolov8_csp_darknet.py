@@ -138,7 +138,7 @@ def test_errors_name_the_argument_and_the_choices():
         YOLOv8CSPDarknet(arch='xl')
     with pytest.raises(ValueError, match=r'arch dict has missing last_stage_channels'):
         YOLOv8CSPDarknet(arch=dict(deepen_factor=0.33, widen_factor=0.25))
-    with pytest.raises(ValueError, match=r"'stage_blocks' must be 4 positive ints.*\[3, 6, 6\]"):
+    with pytest.raises(ValueError, match=r"'stage_blocks' must be a list of 4 positive.*6, 6\]"):
         YOLOv8CSPDarknet(arch=dict(deepen_factor=1.0, widen_factor=1.0, last_stage_channels=512,
                                    stage_blocks=[3, 6, 6]))
     with pytest.raises(ValueError, match=r"'widen_factor' must be a positive number, got -1"):
