@@ -11,7 +11,7 @@ from mmengine.model import BaseModule
 from torch import nn
 
 from ..layers.conv_fusion import fuse_conv_bn
-from ..layers.conv_module import FoldableConvModule as ConvModule
+from ..layers.conv_module import FoldableConvModule
 
 ACTIVATIONS = ('silu', 'relu', 'gelu', 'leaky_relu')
 _ACT_CFG = dict(silu=dict(type='SiLU'), relu=dict(type='ReLU'), gelu=dict(type='GELU'),
@@ -60,10 +60,10 @@ class RepVGGBlock(nn.Module):
                  norm_cfg: dict = dict(type='BN')) -> None:
         super().__init__()
         self.channels = channels
-        self.conv1 = ConvModule(channels, channels, 3, padding=1, bias=False, norm_cfg=norm_cfg,
-                                act_cfg=None)
-        self.conv2 = ConvModule(channels, channels, 1, bias=False, norm_cfg=norm_cfg,
-                                act_cfg=None)
+        self.conv1 = FoldableConvModule(channels, channels, 3, padding=1, bias=False,
+                                        norm_cfg=norm_cfg, act_cfg=None)
+        self.conv2 = FoldableConvModule(channels, channels, 1, bias=False, norm_cfg=norm_cfg,
+                                        act_cfg=None)
         self.act = build_activation_layer(act_cfg) if act_cfg else nn.Identity()
         self.conv: Optional[nn.Conv2d] = None  # the deploy form
 
@@ -95,12 +95,12 @@ class CSPRepLayer(nn.Module):
         super().__init__()
         hidden = int(out_channels * expansion)
         kw = dict(bias=False, norm_cfg=norm_cfg, act_cfg=act_cfg)
-        self.conv1 = ConvModule(in_channels, hidden, 1, **kw)
-        self.conv2 = ConvModule(in_channels, hidden, 1, **kw)
+        self.conv1 = FoldableConvModule(in_channels, hidden, 1, **kw)
+        self.conv2 = FoldableConvModule(in_channels, hidden, 1, **kw)
         self.bottlenecks = nn.Sequential(*[RepVGGBlock(hidden, act_cfg, norm_cfg)
                                            for _ in range(num_blocks)])
-        self.conv3 = (ConvModule(hidden, out_channels, 1, **kw) if hidden != out_channels
-                      else nn.Identity())
+        self.conv3 = (FoldableConvModule(hidden, out_channels, 1, **kw)
+                      if hidden != out_channels else nn.Identity())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv3(self.bottlenecks(self.conv1(x)) + self.conv2(x))
@@ -180,7 +180,7 @@ class HybridEncoder(BaseModule):
         self.out_strides = feat_strides
 
         self.input_proj = nn.ModuleList([
-            ConvModule(c, hidden_dim, 1, bias=False, norm_cfg=norm_cfg, act_cfg=None)
+            FoldableConvModule(c, hidden_dim, 1, bias=False, norm_cfg=norm_cfg, act_cfg=None)
             for c in in_channels])
         layer_cfg = dict(
             self_attn_cfg=dict(embed_dims=hidden_dim, num_heads=nhead, attn_drop=dropout,
@@ -199,11 +199,11 @@ class HybridEncoder(BaseModule):
         self.downsample_convs = nn.ModuleList()
         self.pan_blocks = nn.ModuleList()
         for _ in range(len(in_channels) - 1):
-            self.lateral_convs.append(ConvModule(hidden_dim, hidden_dim, 1, **kw))
+            self.lateral_convs.append(FoldableConvModule(hidden_dim, hidden_dim, 1, **kw))
             self.fpn_blocks.append(CSPRepLayer(hidden_dim * 2, hidden_dim, num_blocks, expansion,
                                                act_cfg, norm_cfg))
-            self.downsample_convs.append(ConvModule(hidden_dim, hidden_dim, 3, stride=2,
-                                                    padding=1, **kw))
+            self.downsample_convs.append(FoldableConvModule(hidden_dim, hidden_dim, 3,
+                                                            stride=2, padding=1, **kw))
             self.pan_blocks.append(CSPRepLayer(hidden_dim * 2, hidden_dim, num_blocks, expansion,
                                                act_cfg, norm_cfg))
 

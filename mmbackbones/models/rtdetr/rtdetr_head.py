@@ -14,7 +14,7 @@ from mmengine.model import BaseModule
 from mmengine.structures import InstanceData
 from torch import nn
 
-from ..layers.conv_module import FoldableConvModule as ConvModule
+from ..layers.conv_module import FoldableConvModule
 from .denoising import ContrastiveDenoising
 from .hybrid_encoder import act_cfg_of
 
@@ -109,12 +109,12 @@ class RTDETRHead(BaseModule):
 
         bn = dict(type='BN')
         self.input_proj = nn.ModuleList([
-            ConvModule(c, embed_dims, 1, bias=False, norm_cfg=bn, act_cfg=None)
+            FoldableConvModule(c, embed_dims, 1, bias=False, norm_cfg=bn, act_cfg=None)
             for c in in_channels])
         prev = in_channels[-1]
         for _ in range(num_levels - len(in_channels)):
-            self.input_proj.append(ConvModule(prev, embed_dims, 3, stride=2, padding=1,
-                                              bias=False, norm_cfg=bn, act_cfg=None))
+            self.input_proj.append(FoldableConvModule(prev, embed_dims, 3, stride=2, padding=1,
+                                                      bias=False, norm_cfg=bn, act_cfg=None))
             prev = embed_dims
 
         layer_cfg = dict(
