@@ -32,7 +32,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmbackbones.models import pretrained as pretrained_loading
 from mmbackbones.models.layers.conv_fusion import BATCH_NORM_TYPES
-from mmbackbones.models.layers.conv_module import FoldableConvModule
+from mmbackbones.models.layers.conv_module import FoldableConvModule, bn_folding
 
 from .arch_schema import ArchSchema, ArchSpec, close_matches
 
@@ -577,6 +577,16 @@ class BaseBackbone(BaseModule):
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         if not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
             self._check_input(x)
+            if (self.fuse_bn_eval and (not torch.is_grad_enabled() or self.frozen_stages >= 0)
+                    and not bool(torch.isfinite(x).all())):
+                # Folded convs (eval under no_grad, and frozen stages in training) run oneDNN's
+                # fused ReLU, which maps NaN to 0: a NaN / Inf input takes the exact path, so it
+                # propagates as the unfolded network propagates it.
+                with bn_folding(False):
+                    return self._forward(x)
+        return self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         try:
             if self.channels_last:
                 outs = self.forward_stages(x.contiguous(memory_format=torch.channels_last))

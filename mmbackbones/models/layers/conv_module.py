@@ -4,8 +4,9 @@ inference.
 In eval mode with gradients off (``torch.no_grad`` / ``torch.inference_mode``: mmengine's val
 and test loops, ``mmdet.apis`` inference), conv + BN + activation is one op: the BN statistics
 and affine parameters are folded into the conv's weight and bias, and on the CPU the
-activation runs inside the oneDNN convolution (SiLU; ReLU right after it, in place, because
-oneDNN's fused ReLU turns NaN into 0 where torch's keeps it). This is the fusion ultralytics'
+activation runs inside the oneDNN convolution (ReLU, SiLU). oneDNN's fused ReLU is max(x, 0),
+which turns NaN into 0 where torch's ReLU keeps it, so the backbone runs an input that is not
+all finite through the exact path instead (:meth:`BaseBackbone.forward`). This is the fusion ultralytics'
 ``fuse()`` and deployment tools apply by hand; here it needs no call and no export step, and
 the module, its parameters and its state dict stay as they are.
 
@@ -30,9 +31,8 @@ from torch import nn
 
 from .conv_fusion import fuse_conv_bn, is_batch_norm
 
-# activation modules oneDNN's fused convolution runs itself (its 'attr' names); its ReLU is
-# max(x, 0), which maps NaN to 0, so ReLU runs as torch's relu_ on the conv output instead
-_ONEDNN_ACTIVATIONS = {nn.SiLU: 'swish', Swish: 'swish'}
+# activation modules oneDNN's fused convolution runs itself (its 'attr' names)
+_ONEDNN_ACTIVATIONS = {nn.ReLU: 'relu', nn.SiLU: 'swish', Swish: 'swish'}
 
 
 def _onednn_pointwise_available() -> bool:
@@ -120,15 +120,13 @@ class FoldableConvModule(MMCVConvModule):
         weight, bias = self._folded_params()
         conv = self.conv
         act = self.activate if self.with_activation else None
-        relu = type(act) is nn.ReLU
-        attr = 'none' if act is None or relu else _ONEDNN_ACTIVATIONS.get(type(act))
+        attr = 'none' if act is None else _ONEDNN_ACTIVATIONS.get(type(act))
         if (_ONEDNN and attr is not None and x.device.type == 'cpu'
                 and x.dtype == weight.dtype == torch.float32
                 and not torch.is_autocast_enabled('cpu')):
-            out = torch.ops.mkldnn._convolution_pointwise(
+            return torch.ops.mkldnn._convolution_pointwise(
                 x, weight, bias, list(conv.padding), list(conv.stride), list(conv.dilation),
                 conv.groups, attr, [], '')
-            return torch.relu_(out) if relu else out
         out = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
         return out if act is None else act(out)
 
