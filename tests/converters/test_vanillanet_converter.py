@@ -1,6 +1,6 @@
 """Official VanillaNet checkpoints, train and deploy form, through the converter and its CLI.
 
-The references are the official implementation's own outputs (shared/testdata/official): the
+The references are the official implementation's own outputs (tests/data/official): the
 stem output, then every block's.
 """
 import contextlib
