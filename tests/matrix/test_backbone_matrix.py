@@ -53,7 +53,7 @@ import inspect
 import json
 import re
 import warnings
-from typing import Dict, List, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import pytest
 import torch
