@@ -116,7 +116,7 @@ def sources(tmp_path_factory):
             poisoned, n = {}, 0
             for key, value in state.items():
                 if value.is_floating_point() and value.numel() and 'running_var' not in key:
-                    value = value.clone()
+                    value = value.clone(memory_format=torch.contiguous_format)
                     value.view(-1)[0] = float('nan') if n % 2 else float('inf')
                     n += 1
                 poisoned[key] = value
