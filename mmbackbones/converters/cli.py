@@ -116,7 +116,8 @@ def write_checkpoint(obj: object, dst: str) -> None:
     try:
         atomic_save(obj, dst)
     except OSError as err:
-        raise ConversionError(f'cannot write {dst!r} ({err.strerror or err}); choose a dst in a '
+        reason = err.strerror or err
+        raise ConversionError(f'argument dst: cannot write {dst!r} ({reason}); choose a dst in a '
                               f'directory you can write to, with space left.') from err
 
 
