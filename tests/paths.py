@@ -1,7 +1,7 @@
-"""Where tests find the repository and the shared official test vectors."""
-import os
+"""Where tests find the repository and the official test vectors stored inside it."""
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get('MMB_SHARED', REPO.parent / 'shared'))
-OFFICIAL = SHARED / 'testdata' / 'official'
+#: Outputs of the official implementations (see its README.md); part of the repository, so a
+#: clone runs every parity test with nothing beside it.
+OFFICIAL = REPO / 'tests' / 'data' / 'official'

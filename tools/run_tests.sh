@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up (idempotent) and run the whole test suite: the README's test command; .ci/run calls it.
+# Set up (idempotent), lint and run the whole test suite: the README's test command; .ci/run
+# calls it.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$REPO/tools/setup.sh"
@@ -11,4 +12,6 @@ cd "$REPO"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 # torch.compile (inductor) keeps its generated kernels here, so reruns skip the C++ builds.
 export TORCHINDUCTOR_CACHE_DIR="${TORCHINDUCTOR_CACHE_DIR:-$HOME/.cache/mmbackbones/torchinductor}"
+# Lint first (configuration in pyproject.toml); a finding fails the run before any test runs.
+"$VENV/bin/python" -m ruff check "$REPO"
 exec "$VENV/bin/python" -m pytest -n "${MMB_TEST_WORKERS:-2}" --dist loadfile "$@"

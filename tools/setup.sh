@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent environment setup for mmbackbones.
 #
-#   bash tools/setup.sh            # create/refresh the venv, install everything pinned in pyproject.toml
+#   bash tools/setup.sh            # create/refresh the venv, install the versions pinned in
+#                                  # requirements/constraints.txt (the ranges are in pyproject.toml)
 #
 # Environment knobs:
 #   MMB_VENV    where the virtual environment lives        (default: <repo>/.venv)
@@ -17,10 +18,17 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${MMB_VENV:-$REPO/.venv}"
 CACHE="${MMB_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mmbackbones}"
-TORCH_VERSION=2.14.1
-TORCHVISION_VERSION=0.29.1
-MMCV_VERSION=2.1.0
-SETUPTOOLS_SPEC='setuptools>=77,<81'
+CONSTRAINTS="$REPO/requirements/constraints.txt"
+pin() {  # pin NAME -> the version (or spec, for setuptools) requirements/constraints.txt gives NAME
+  local line
+  line="$(grep -E "^$1(==|>|<|~)" "$CONSTRAINTS" | head -n 1)"
+  [ -n "$line" ] || { echo "setup: $CONSTRAINTS pins no $1" >&2; exit 1; }
+  case "$line" in "$1=="*) echo "${line#"$1"==}" ;; *) echo "$line" ;; esac
+}
+TORCH_VERSION="$(pin torch)"
+TORCHVISION_VERSION="$(pin torchvision)"
+MMCV_VERSION="$(pin mmcv)"
+SETUPTOOLS_SPEC="$(pin setuptools)"
 
 log() { printf '[setup %(%H:%M:%S)T] %s\n' -1 "$*"; }
 
@@ -53,7 +61,16 @@ PY
 )" = "$2" ]
 }
 
-if ! "$PYBIN" -c "import setuptools, sys; v=tuple(int(x) for x in setuptools.__version__.split('.')[:2]); sys.exit(not ((77,0) <= v < (81,0)))" 2>/dev/null; then
+if ! "$PYBIN" - "$SETUPTOOLS_SPEC" <<'PY' 2>/dev/null
+import sys
+from importlib.metadata import version
+try:  # pip's copy: a fresh venv has pip, not always packaging
+    from pip._vendor.packaging.requirements import Requirement
+except ImportError:
+    from packaging.requirements import Requirement
+sys.exit(not Requirement(sys.argv[1]).specifier.contains(version('setuptools')))
+PY
+then
   log "installing build tools ($SETUPTOOLS_SPEC, wheel, ninja)"
   pip_q install -q "$SETUPTOOLS_SPEC" wheel ninja
 fi
@@ -111,10 +128,11 @@ fi
 
 # ---------------------------------------------------------------- the package and its pins
 STAMP="$VENV/.mmbackbones-installed"
-WANT="$(cat "$REPO/pyproject.toml" | sha256sum | cut -c1-16) $REPO"
+# Reinstall when the ranges (pyproject.toml) or the pins (constraints) change, or the repo moves.
+WANT="$(cat "$REPO/pyproject.toml" "$CONSTRAINTS" | sha256sum | cut -c1-16) $REPO"
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
-  log "installing mmbackbones (editable) with the [test] extra"
-  pip_q install -q -e "$REPO[test]"
+  log "installing mmbackbones (editable) with the [test,lint] extras, pinned by $CONSTRAINTS"
+  pip_q install -q -c "$CONSTRAINTS" -e "$REPO[test,lint]"
   echo "$WANT" >"$STAMP"
 fi
 

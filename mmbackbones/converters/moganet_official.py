@@ -14,7 +14,7 @@ from typing import Mapping, Tuple
 import torch
 from torch import nn
 
-from .core import ConversionResult, StateDict, apply_rules
+from .core import ConversionResult, StateDict, apply_rules, strip_prefixes
 
 #: official stem Sequential index -> our ConvModule part
 _STEM = {'0': '0.conv', '1': '0.bn', '3': '1.conv', '4': '1.bn'}
@@ -49,8 +49,7 @@ HEAD = [r'head\..*']
 
 def convert_moganet_official(state_dict: Mapping[str, torch.Tensor]) -> ConversionResult:
     """Convert an official MogaNet state dict (ImageNet model or mmdet detector)."""
-    state: StateDict = {k[len('module.'):] if k.startswith('module.') else k: v
-                        for k, v in state_dict.items()}
+    state: StateDict = strip_prefixes(state_dict, ('module.', ))
     dropped = []
     if any(k.startswith('backbone.') for k in state):
         dropped = [k for k in state if not k.startswith('backbone.')]

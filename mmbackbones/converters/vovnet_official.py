@@ -8,7 +8,8 @@ from typing import Mapping
 
 import torch
 
-from .core import ConversionResult, StateDict, add_num_batches_tracked, apply_rules
+from .core import (ConversionResult, StateDict, add_num_batches_tracked, apply_rules,
+                   strip_prefixes)
 
 #: official conv-unit part -> our ConvModule path
 _PARTS = {'conv': 'conv', 'norm': 'bn', 'dw_conv3x3': 'depthwise_conv.conv',
@@ -45,7 +46,7 @@ def convert_vovnet_official(state_dict: Mapping[str, torch.Tensor]) -> Conversio
             dropped = [k for k in state if not k.startswith(prefix)]
             state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
             break
-    state = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
+    state = strip_prefixes(state, ('module.', ))
     result = apply_rules(state, RULES)
     result.dropped += dropped
     add_num_batches_tracked(result.state_dict)

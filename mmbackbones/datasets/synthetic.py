@@ -82,6 +82,8 @@ from PIL import Image, ImageDraw
 from mmdet.datasets import CocoDataset
 from mmdet.registry import DATASETS
 
+from ..fileio import atomic_write_bytes
+
 __all__ = [
     'DEMO_CLASSES', 'DEMO_PALETTE', 'GENERATOR_VERSION', 'DemoShapesDataset',
     'make_demo_dataset', 'main'
@@ -442,13 +444,7 @@ def _draw_image(rng: np.random.Generator, p: dict) -> Tuple[np.ndarray, List[dic
 
 # --------------------------------------------------------------------------- files
 def _atomic_write_json(path: str, obj) -> None:
-    tmp = f'{path}.tmp{os.getpid()}'
-    with open(tmp, 'w', encoding='utf-8') as f:
-        json.dump(obj, f, separators=(',', ':'))
-        f.write('\n')
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write_bytes((json.dumps(obj, separators=(',', ':')) + '\n').encode('utf-8'), path)
 
 
 def _paths(root: str) -> Dict[str, str]:

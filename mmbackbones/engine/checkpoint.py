@@ -1208,34 +1208,8 @@ def atomic_write_bytes(data: bytes, path: Union[str, os.PathLike]) -> None:
     is atomic), are fsynced, and the file is renamed over ``path`` with ``os.replace``. The
     temporary file is created with mode 0o666 minus the umask, like a plain ``open(path, 'wb')``.
     """
-    path = os.fspath(path)
-    directory = osp.dirname(path)
-    if directory:
-        os.makedirs(directory, exist_ok=True)
-    tmp = osp.join(directory, f'.{osp.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}.tmp')
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:  # make the rename itself durable; not possible on every platform/filesystem
-        dir_fd = os.open(directory or '.', os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
+    from mmbackbones.fileio import atomic_write_bytes as write  # the package's one writer
+    write(data, path)
 
 
 class AtomicLocalBackend(LocalBackend):

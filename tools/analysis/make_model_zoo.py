@@ -40,18 +40,10 @@ if REPO not in sys.path:
 
 import mmbackbones  # noqa: E402,F401
 from mmbackbones.engine.checkpoint import atomic_write_bytes  # noqa: E402
-from mmbackbones.models.backbones.base import BaseBackbone  # noqa: E402
+from mmbackbones.models import registered_backbones  # noqa: E402
 
 DOCS = osp.join(REPO, 'docs')
 SIZES = (224, 640)
-
-
-def registered_backbones() -> Dict[str, type]:
-    """Backbone classes registered in mmdet's MODELS and defined in the mmbackbones package."""
-    from mmdet.registry import MODELS
-    return dict(sorted((name, cls) for name, cls in MODELS.module_dict.items()
-                       if isinstance(cls, type) and issubclass(cls, BaseBackbone)
-                       and cls.__module__.startswith('mmbackbones.')))
 
 
 def meta_info(cls: type, arch: str) -> Dict:

@@ -24,7 +24,7 @@ if importlib.util.find_spec('mmbackbones') is None:  # running from a source che
 
 
 from mmbackbones.converters import ConversionError, check_against_model  # noqa: E402
-from mmbackbones.converters.cli import save_atomic  # noqa: E402
+from mmbackbones.converters.cli import check_paths, refuse_nonfinite, write_checkpoint  # noqa: E402
 from mmbackbones.converters.core import to_tensors  # noqa: E402
 from mmbackbones.converters.vanillanet_official import (WEIGHT_KEYS, arch_from_state_dict,  # noqa: E402
                                                         convert_vanillanet_official,
@@ -53,6 +53,7 @@ def convert(args: argparse.Namespace) -> dict:
         model.load_state_dict(state_dict, strict=not args.allow_partial)
         model.eval().switch_to_deploy()
         state_dict, deploy = model.state_dict(), True
+    refuse_nonfinite(state_dict, args.src)
     print(f'{SOURCE}: {len(result.state_dict)} tensors from the {entry!r} entry of {args.src} '
           f'({"deploy" if is_deploy_form(state) else "train"} form) -> {args.dst} '
           f'({"deploy" if deploy else "train"} form)')
@@ -65,7 +66,8 @@ def convert(args: argparse.Namespace) -> dict:
         print(f'  strides of {same_widths[0] if same_widths else "?"} assumed (widths match '
               f'{", ".join(same_widths)}); pass --arch or --strides if that is wrong')
     backbone = dict(type='VanillaNet', arch=spec, deploy=deploy)
-    save_atomic(dict(state_dict=state_dict, meta=dict(source=SOURCE, backbone=backbone)), args.dst)
+    write_checkpoint(dict(state_dict=state_dict, meta=dict(source=SOURCE, backbone=backbone)),
+                     args.dst)
     shown = ', '.join(f'{k}={v!r}' for k, v in backbone.items())
     print(f"  use: backbone=dict({shown}, init_cfg=dict(type='Pretrained', "
           f"checkpoint='{args.dst}'))")
@@ -88,9 +90,10 @@ def main(argv=None) -> int:
                         help='write the result even when source keys are left unused or the '
                              'target model is not filled exactly')
     args = parser.parse_args(argv)
+    check_paths(parser, args)
     try:
         convert(args)
-    except (ConversionError, ValueError, FileNotFoundError) as err:
+    except (ConversionError, ValueError, OSError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 1
     return 0

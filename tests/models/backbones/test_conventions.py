@@ -369,7 +369,7 @@ def test_channels_last_backward_stays_channels_last(cfg):
     grads = []  # what the output's grad_fn passes on to the last stage's backward
     outs[-1].grad_fn.register_hook(lambda grad_inputs, grad_outputs: grads.append(grad_inputs))
     sum(o.square().mean() for o in outs).backward()
-    assert not outs[-1].grad_fn.next_functions[0][0] is None
+    assert outs[-1].grad_fn.next_functions[0][0] is not None
     assert len(grads) == 1 and grads[0][0].is_contiguous(memory_format=torch.channels_last)
 
 
