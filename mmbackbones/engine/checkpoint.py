@@ -67,7 +67,6 @@ import os
 import os.path as osp
 import pickle
 import re
-import secrets
 import struct
 import tempfile
 import threading

@@ -86,7 +86,8 @@ def download(url: str, dest: Path, expected: Sequence[Tuple[str, str]] = (),
     """Download ``url`` to ``dest``; return its sha256 and size.
 
     ``expected``: ``(what, sha256)`` pairs (a full digest or a prefix, e.g. ``('the sha256
-    torchvision publishes', 'f707e712')``), each checked before the file is renamed into place. Every socket operation has a timeout (``$MMBACKBONES_DOWNLOAD_TIMEOUT``, default 60 s).
+    torchvision publishes', 'f707e712')``), each checked before the file is renamed into place.
+    Every socket operation has a timeout (``$MMBACKBONES_DOWNLOAD_TIMEOUT``, default 60 s).
 
     Raises:
         DownloadError: the server could not be reached, answered with an error, or the

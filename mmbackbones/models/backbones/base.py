@@ -20,7 +20,7 @@ ResNet users expect everywhere:
 import copy
 import logging
 import numbers
-from typing import Any, ClassVar, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
