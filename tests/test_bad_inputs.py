@@ -456,7 +456,8 @@ def test_truncated_checkpoint(family, tmp_path, load_tool):
     data = path.read_bytes()
     path.write_bytes(data[:len(data) // 2])
     model = build(tiny_config(family), init_cfg=dict(type='Pretrained', checkpoint=str(path)))
-    with pytest.raises(CorruptCheckpointError, match=r"cut\.pth.*not a complete zip archive"):
+    with pytest.raises(CorruptCheckpointError, match=r"cut\.pth.*truncated or corrupt.*no zip end "
+                                                     r"record ends at the end of the file"):
         model.init_weights()
     with pytest.raises(CorruptCheckpointError, match=r'cut\.pth'):
         load_checkpoint(build(tiny_config(family)), str(path), map_location='cpu')

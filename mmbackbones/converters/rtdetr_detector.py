@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .core import (ConversionError, ConversionResult, StateDict, add_num_batches_tracked,
-                   apply_rules, check_against_model, to_tensors)
+                   apply_rules, check_against_model, strip_prefixes, to_tensors)
 from .rtdetr_official import HGNETV2_RULES, PRESNET_RULES
 
 _BN = r'(weight|bias|running_mean|running_var|num_batches_tracked)'
@@ -83,8 +83,7 @@ def unwrap_release(ckpt: Mapping) -> StateDict:
 def _split(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, StateDict]:
     parts: Dict[str, StateDict] = {src: {} for src, _ in PARTS}
     stray = []
-    for key, value in state_dict.items():
-        key = key[len('module.'):] if key.startswith('module.') else key
+    for key, value in strip_prefixes(state_dict, ['module.']).items():
         for src, _ in PARTS:
             if key.startswith(src):
                 parts[src][key[len(src):]] = value
@@ -217,7 +216,9 @@ def build_detector(model_cfg: dict) -> nn.Module:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from .cli import save_atomic
+    from mmbackbones.engine.checkpoint import CheckpointLoadError, load_checkpoint_weights_only
+
+    from .cli import check_paths, refuse_nonfinite, write_checkpoint
     parser = argparse.ArgumentParser(description='Convert an official RT-DETR detector '
                                                  'checkpoint into an mmbackbones RTDETR one.')
     parser.add_argument('src', help='official checkpoint, e.g. '
@@ -228,25 +229,25 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--num-queries', type=int, default=300)
     parser.add_argument('--eval-idx', type=int, default=-1)
     args = parser.parse_args(argv)
+    check_paths(parser, args)
     try:
         try:
-            ckpt = torch.load(args.src, map_location='cpu', weights_only=True)
-        except FileNotFoundError:
-            raise ConversionError(f'{args.src}: no such file.')
-        except Exception as err:  # noqa: BLE001 - re-raised with the path and a hint
+            ckpt = load_checkpoint_weights_only(args.src, map_location='cpu')
+        except CheckpointLoadError as err:
             raise ConversionError(f'{args.src}: cannot be read as a weights-only checkpoint '
-                                  f'({err}).') from err
+                                  f'({err}).') from None
         result = convert_rtdetr_detector(unwrap_release(ckpt)).check('RT-DETR detector')
+        refuse_nonfinite(result.state_dict, args.src)
         model_cfg = detector_config(result.state_dict, nhead=args.nhead,
                                     num_heads=args.num_heads, num_queries=args.num_queries,
                                     eval_idx=args.eval_idx)
         model = build_detector(model_cfg)
         check_against_model(result.state_dict, model, 'RT-DETR detector')
+        write_checkpoint(dict(state_dict=result.state_dict,
+                              meta=dict(source='RT-DETR detector', model=model_cfg)), args.dst)
     except (ConversionError, ValueError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 1
-    save_atomic(dict(state_dict=result.state_dict,
-                     meta=dict(source='RT-DETR detector', model=model_cfg)), args.dst)
     print(f'RT-DETR detector: converted {len(result.state_dict)} tensors from {args.src} -> '
           f'{args.dst}')
     print(f'  model: {model_cfg["backbone"]["type"]} + HybridEncoder(in_channels='

@@ -69,7 +69,7 @@ def _tiny_batch(cfg, with_masks: bool):
 def test_config_builds_and_runs_one_loss_step(name):
     cfg = load(name)
     init_default_scope(cfg.get('default_scope', 'mmdet'))
-    cfg.model.backbone.init_cfg = None  # the weights file is the user's to convert
+    cfg.model.backbone.init_cfg = None  # named weights: tests/weights covers their loading
     if 'num_queries' in cfg.model:  # DINO picks num_queries encoder tokens; the tiny image has 256
         cfg.model.num_queries = min(cfg.model.num_queries, 100)
     model = MODELS.build(cfg.model)

@@ -94,6 +94,13 @@ def _source(stem: str) -> tuple:
         if stem == 'rtdetr_presnet':
             return to_official(PResNet(depth=18).state_dict(), PRESNET_TO_OFFICIAL), []
         return to_official(HGNetV2(arch=TINY_HGNET).state_dict(), HGNETV2_TO_OFFICIAL), []
+    if stem == 'rtdetr_official_detector':
+        from tests.rtdetr.test_detector_converter import BACKBONES
+        make, table = BACKBONES['PResNet']
+        from tests.converters.test_rtdetr_converters import to_official
+        state = {f'backbone.{k}': v for k, v in to_official(make().state_dict(), table).items()}
+        state.update(_official('rtdetr_tiny'))
+        return state, ['--nhead', '4', '--num-heads', '4']
     if stem == 'ultralytics_yolov8':
         return _yolov8n_state(), []
     if stem == 'mmyolo_yolov8':

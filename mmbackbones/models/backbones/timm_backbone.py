@@ -4,7 +4,9 @@ timm builds the feature extractor (``timm.create_model(..., features_only=True)`
 this module adds what mmdet users expect from a backbone: ``out_channels`` / ``out_strides``
 read from timm's ``feature_info``, ``frozen_stages`` and ``norm_eval`` through
 :class:`BaseBackbone`, ``with_cp`` through timm's grad checkpointing, and ``init_cfg`` loading
-of plain timm checkpoints that reports what matched. It never downloads anything.
+of plain timm checkpoints that reports what matched. timm itself never downloads here: named
+timm weights come through ``init_cfg=dict(type='Pretrained',
+checkpoint='mmbackbones://timm/<model>.<tag>')`` (the checked weights cache).
 
 timm's stages are groups of timm's own modules (:class:`TimmStage`), so the weights keep timm's
 module tree and a timm checkpoint loads without conversion. Stage 0 is the stride-4 level, as in
@@ -298,8 +300,9 @@ class TimmBackbone(BaseBackbone):
                             f'{model_name!r}.')
         if ':' in model_name:
             raise ValueError(f'TimmBackbone: model_name {model_name!r} names a model source; '
-                             f'TimmBackbone never downloads, so give a plain timm name such as '
-                             f"'resnet50d' and local weights through init_cfg.")
+                             f'timm does not download here, so give a plain timm name such as '
+                             f"'resnet50d' and the weights through init_cfg (a local file or "
+                             f"'mmbackbones://timm/<model>.<tag>').")
         if not timm.is_model(model_name):
             base = model_name.split('.')[0]
             close = difflib.get_close_matches(base, timm.list_models(), n=8, cutoff=0.6)
@@ -339,9 +342,10 @@ class TimmBackbone(BaseBackbone):
         if not path:
             raise ValueError(
                 f'TimmBackbone: pretrained=True for {model_name!r} needs a local weights file; '
-                f'mmbackbones never downloads. Pass pretrained_cfg_overlay=dict(file=PATH) '
+                f'timm does not download here. Pass pretrained_cfg_overlay=dict(file=PATH) '
                 f"(any format timm reads, .safetensors included), or init_cfg=dict(type="
-                f"'Pretrained', checkpoint=PATH) with pretrained=False.")
+                f"'Pretrained', checkpoint=PATH or 'mmbackbones://timm/<model>.<tag>') with "
+                f"pretrained=False.")
         if not os.path.isfile(path):
             raise FileNotFoundError(f'TimmBackbone: pretrained_cfg_overlay file {path!r} does '
                                     f'not exist.')

@@ -379,12 +379,12 @@ def test_pretrained_true_without_a_file_is_an_error_not_a_download(no_network):
         socket.create_connection(('huggingface.co', 443))  # the guard is live
     no_network.clear()
     with pytest.raises(ValueError, match=r"pretrained=True for 'resnet10t' needs a local weights "
-                                         r"file; mmbackbones never downloads"):
+                                         r"file; timm does not download here"):
         TimmBackbone('resnet10t', pretrained=True)
     with pytest.raises(FileNotFoundError, match='missing.pth'):
         TimmBackbone('resnet10t', pretrained=True,
                      pretrained_cfg_overlay=dict(file='/nonexistent/missing.pth'))
-    with pytest.raises(ValueError, match='never downloads'):
+    with pytest.raises(ValueError, match="timm does not download here"):
         TimmBackbone('hf-hub:timm/resnet10t.tv_in1k')
     assert no_network == []
 
