@@ -15,11 +15,8 @@ converted weights hold NaN or Inf           1      ``NaN or Inf`` and the offend
 In every case: no traceback, and nothing is left in the destination directory (neither the
 output nor a temporary file).
 """
-import contextlib
-import io
 import os
 import re
-import runpy
 import signal
 import subprocess
 import sys
@@ -31,25 +28,10 @@ import torch
 
 from mmbackbones import fileio
 from tests.paths import OFFICIAL, REPO
+from tests.test_bad_inputs import run_converter
 
 CONVERTERS = sorted((REPO / 'tools' / 'model_converters').glob('*.py'))
 IDS = [p.stem for p in CONVERTERS]
-
-
-def run_converter(script: Path, *args) -> tuple:
-    """``python script args`` in-process: (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    argv = sys.argv
-    sys.argv = [str(script), *map(str, args)]
-    code = 0
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            runpy.run_path(str(script), run_name='__main__')
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    finally:
-        sys.argv = argv
-    return code, out.getvalue(), err.getvalue()
 
 
 # ------------------------------------------------------------------ a valid source per CLI
