@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from .core import (ConversionError, ConversionResult, StateDict, apply_rules,
-                   extract_state_dict, to_tensors)
+                   extract_state_dict, strip_prefixes, to_tensors)
 
 
 def _stage(layer: str) -> int:
@@ -56,9 +56,7 @@ YOLOV8_DROP = [r'model\.(1\d|[2-9]\d)\..*']
 
 def convert_ultralytics_yolov8(state_dict: Mapping[str, torch.Tensor]) -> ConversionResult:
     """Convert a YOLOv8 ``DetectionModel`` state dict (``model.<layer>.`` keys)."""
-    state_dict = {k[len('module.'):] if k.startswith('module.') else k: v
-                  for k, v in state_dict.items()}
-    return apply_rules(state_dict, YOLOV8_RULES, drop=YOLOV8_DROP)
+    return apply_rules(strip_prefixes(state_dict, ['module.']), YOLOV8_RULES, drop=YOLOV8_DROP)
 
 
 # ---------------------------------------------------------------- reading an ultralytics .pt

@@ -80,7 +80,7 @@ def _convert_source(model: nn.Module, ckpt: Mapping, state: StateDict, checkpoin
     Returns ``(state, format or None, note)``: the converted state dict and its format, or the
     state unchanged with a note naming the formats tried when none recognises it.
     """
-    from mmbackbones.converters.core import to_tensors
+    from mmbackbones.converters.core import strip_prefixes, to_tensors
     from mmbackbones.converters.formats import SOURCE_FORMATS, detect_format, formats_tried
     name = type(model).__name__
     if not any(fmt.backbone == name for fmt in SOURCE_FORMATS):
@@ -96,8 +96,7 @@ def _convert_source(model: nn.Module, ckpt: Mapping, state: StateDict, checkpoin
             f'e.g. {sample_keys(fmt.select(ckpt) if not selected else state)}), which converts to '
             f'{fmt.backbone}, not {name}. Use it with backbone type={fmt.backbone!r}, or give '
             f'{name} weights.')
-    source = state if selected else {k[len('module.'):] if k.startswith('module.') else k: v
-                                     for k, v in fmt.select(ckpt).items()}
+    source = state if selected else strip_prefixes(fmt.select(ckpt), ['module.'])
     result = fmt.convert(to_tensors(source)).check(f'{name}: {checkpoint!r} ({fmt.description})')
     print_log(f'{name}: {checkpoint!r} is a {fmt.description} checkpoint; converted '
               f'{len(result.state_dict)} tensors' + (f', dropped {len(result.dropped)} '
@@ -115,7 +114,7 @@ def load_pretrained(model: nn.Module, checkpoint: str, prefix: Optional[str] = N
         dict: ``missing``, ``unexpected`` and ``shape_mismatch`` key lists, and ``source``: the
         format the file was converted from (``'mmbackbones'`` when it needed no conversion).
     """
-    from mmbackbones.converters.core import extract_state_dict
+    from mmbackbones.converters.core import extract_state_dict, strip_prefixes
     from mmbackbones.weights import is_named, load_named
     name = type(model).__name__
     ratio = model.default_min_loaded_ratio if min_loaded_ratio is None else min_loaded_ratio
@@ -145,7 +144,7 @@ def load_pretrained(model: nn.Module, checkpoint: str, prefix: Optional[str] = N
                 raise RuntimeError(f'{name}: no key of {checkpoint!r} starts with prefix '
                                    f'{prefix!r}; its keys look like {sample_keys(state)}.')
             state = selected
-        state = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
+        state = strip_prefixes(state, ['module.'])
         state = model.map_checkpoint_keys(state)
         source = 'mmbackbones'
         if _own_share(state, own) < OWN_FORMAT_SHARE:
