@@ -15,7 +15,7 @@ here gives stage parameters back ``requires_grad=True``, except norm-layer affin
 ``norm_cfg`` says ``requires_grad=False``, then lets ``ResNet.train()`` re-apply eval modes and
 ``norm_eval``.
 """
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -135,10 +135,3 @@ def gradient_flops(backbone: nn.Module, flops: Sequence[int]) -> int:
         if any(p.requires_grad for m in modules for p in m.parameters()):
             return int(sum(flops[idx:]))
     return 0
-
-
-def stage_param_names(backbone: nn.Module) -> Dict[int, List[str]]:
-    """Parameter names (relative to ``backbone``) of each stage group."""
-    names = {id(p): n for n, p in backbone.named_parameters()}
-    return {idx: [names[id(p)] for m in modules for p in m.parameters()]
-            for idx, modules in enumerate(stage_groups(backbone))}
