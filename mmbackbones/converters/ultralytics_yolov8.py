@@ -181,6 +181,13 @@ class _TorchZip:
             raise ConversionError(str(err)) from None
         self.path, self.deadline = path, deadline
         self.archive = zipfile.ZipFile(path)
+        try:
+            self._check_records(path)
+        except BaseException:
+            self.archive.close()
+            raise
+
+    def _check_records(self, path: str) -> None:
         infos = self.archive.infolist()
         if len(infos) > MAX_MEMBERS:
             raise ConversionError(f'{path}: {len(infos)} archive records, more than {MAX_MEMBERS}.')
@@ -313,8 +320,11 @@ def _read_restricted(path: str) -> Any:
                               'restricted reader cannot read it. Re-save it with a current torch '
                               'in an environment you trust.')
     source = _TorchZip(path, deadline)
-    data = source.read(source.prefix + 'data.pkl', MAX_PICKLE_BYTES)
-    result = _RestrictedUnpickler(io.BytesIO(data), source).load()
+    try:
+        data = source.read(source.prefix + 'data.pkl', MAX_PICKLE_BYTES)
+        result = _RestrictedUnpickler(io.BytesIO(data), source).load()
+    finally:
+        source.archive.close()  # every storage is read during load()
     deadline.check()
     return result
 

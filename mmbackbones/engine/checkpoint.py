@@ -848,10 +848,6 @@ def load_from_local_weights_only(filename: str, map_location: Any = None) -> Any
 
 # --------------------------------------------------------------------------- URLs
 
-#: seconds a connect or a single read may take
-DOWNLOAD_TIMEOUT = float(os.environ.get('MMBACKBONES_DOWNLOAD_TIMEOUT', 60))
-#: largest checkpoint a URL may deliver, in bytes
-MAX_DOWNLOAD_BYTES = int(os.environ.get('MMBACKBONES_MAX_DOWNLOAD_BYTES', 16 << 30))
 _CHUNK = 1 << 20
 
 
@@ -881,11 +877,16 @@ def download_checkpoint(url: str, model_dir: Optional[str] = None,
     target = osp.join(model_dir, name)
     if osp.isfile(target):
         return target
-    timeout = DOWNLOAD_TIMEOUT if timeout is None else timeout
-    max_bytes = MAX_DOWNLOAD_BYTES if max_bytes is None else max_bytes
-    fd, tmp = tempfile.mkstemp(dir=model_dir, prefix=f'.{name}.', suffix='.partial')
+    # $MMBACKBONES_DOWNLOAD_TIMEOUT (seconds per connect / read) and
+    # $MMBACKBONES_MAX_DOWNLOAD_BYTES, read (and checked) when a download starts
+    from mmbackbones.fileio import remove_stale_temps, temp_path
+    from mmbackbones.weights import download as limits
+    timeout = limits.timeout() if timeout is None else timeout
+    max_bytes = limits.max_bytes() if max_bytes is None else max_bytes
+    remove_stale_temps(target)  # left by a download that was killed
+    tmp = temp_path(target)
     try:
-        with os.fdopen(fd, 'wb') as out:
+        with open(tmp, 'wb') as out:
             request = urllib.request.Request(url, headers={'User-Agent': 'mmbackbones'})
             with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
                 length = response.headers.get('Content-Length')

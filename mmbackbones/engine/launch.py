@@ -325,8 +325,10 @@ def enable_rng_state_checkpoints(cfg: Config) -> bool:
     so every checkpoint holds the generators' state and a resumed run draws the same random
     numbers (denoising noise, drop-path, dropout) as an uninterrupted one. Returns True when
     added."""
+    from .hooks import RNGStateHook
     hooks = list(cfg.get('custom_hooks') or [])
-    if any(h.get('type') in ('RNGStateHook', 'mmbackbones.RNGStateHook') for h in hooks):
+    if any(isinstance(h, RNGStateHook) or (isinstance(h, dict) and h.get('type') in (
+            'RNGStateHook', 'mmbackbones.RNGStateHook', RNGStateHook)) for h in hooks):
         return False
     hooks.append(dict(type='RNGStateHook'))
     cfg.custom_hooks = hooks

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import os.path as osp
+import re
 import threading
 from pathlib import Path
 from typing import Dict, Iterator, Optional
@@ -34,12 +35,34 @@ def cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE).expanduser()
 
 
+_SAFE_PART = re.compile(r'[A-Za-z0-9][A-Za-z0-9._+-]*')
+
+
+def safe_file_name(name: str, default: str = 'weights') -> str:
+    """``name`` reduced to a plain file name (letters, digits, ``._+-``; no leading dot), so a
+    name taken from a URL can never be a path (``..%2F..%2Fx.pth``) or a hidden file."""
+    name = re.sub(r'[^A-Za-z0-9._+-]', '_', name).lstrip('._-')
+    return name or default
+
+
+def _in_cache(*parts: str) -> Path:
+    """``cache_dir()/parts...``, refusing any part that is not a plain file name."""
+    root = cache_dir()
+    for part in parts:
+        if not _SAFE_PART.fullmatch(part) or part in ('.', '..'):
+            raise ValueError(f'weights cache: {"/".join(parts)!r} is not a plain relative file '
+                             f'name (each part letters, digits and ._+- only); refusing to write '
+                             f'outside {root}.')
+    return root.joinpath(*parts)
+
+
 def download_path(file: str) -> Path:
-    return cache_dir() / 'downloads' / file
+    return _in_cache('downloads', *file.split('/'))
 
 
 def converted_path(file: str, backbone: str) -> Path:
-    return cache_dir() / 'converted' / f'{file}.{backbone}.pth'
+    *dirs, name = file.split('/')
+    return _in_cache('converted', *dirs, f'{name}.{backbone}.pth')
 
 
 def sha256_of(path: os.PathLike, chunk: int = 1 << 20) -> str:

@@ -8,7 +8,6 @@ sha256 with what the caller expects, and only then is the file renamed into plac
 import hashlib
 import http.client
 import os
-import secrets
 import sys
 import time
 import urllib.error
@@ -16,10 +15,14 @@ import urllib.request
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
+from mmbackbones.fileio import remove_stale_temps, temp_path
+
 from .cache import IntegrityError, matches
 
 OFFLINE_ENV = 'MMBACKBONES_OFFLINE'
 TIMEOUT_ENV = 'MMBACKBONES_DOWNLOAD_TIMEOUT'
+MAX_BYTES_ENV = 'MMBACKBONES_MAX_DOWNLOAD_BYTES'
+DEFAULT_MAX_BYTES = 16 << 30
 DEFAULT_TIMEOUT = 60.0  # seconds without progress before a download is abandoned
 _CHUNK = 1 << 20
 
@@ -43,6 +46,16 @@ def timeout() -> float:
     if seconds <= 0:
         raise ValueError(f'{TIMEOUT_ENV}={value!r} must be a positive number of seconds.')
     return seconds
+
+
+def max_bytes() -> int:
+    """The largest file a download may deliver: ``$MMBACKBONES_MAX_DOWNLOAD_BYTES``, 16 GiB."""
+    value = os.environ.get(MAX_BYTES_ENV)
+    if not value:
+        return DEFAULT_MAX_BYTES
+    if not value.strip().isdigit() or int(value) <= 0:
+        raise ValueError(f'{MAX_BYTES_ENV}={value!r} must be a positive number of bytes.')
+    return int(value)
 
 
 class _Progress:
@@ -96,20 +109,28 @@ def download(url: str, dest: Path, expected: Sequence[Tuple[str, str]] = (),
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.parent / f'.{dest.name}.{os.getpid()}.{secrets.token_hex(4)}.part'
+    remove_stale_temps(dest)  # left by a download that was killed
+    part = Path(temp_path(dest))
     request = urllib.request.Request(url, headers={'User-Agent': 'mmbackbones'})
     digest, done, ok = hashlib.sha256(), 0, False
     bar: Optional[_Progress] = None
+    limit = max_bytes()
     try:
         with urllib.request.urlopen(request, timeout=timeout()) as response:
             length = response.headers.get('Content-Length')
             total = int(length) if length and length.isdigit() else None
+            if total is not None and total > limit:
+                raise DownloadError(f'{url} is {total} bytes, more than the limit of {limit} '
+                                    f'({MAX_BYTES_ENV}); nothing was downloaded.')
             bar = _Progress(dest.name, total, progress)
             with open(part, 'wb') as f:
                 while True:
                     block = response.read(_CHUNK)
                     if not block:
                         break
+                    if done + len(block) > limit:
+                        raise DownloadError(f'{url} sent more than {limit} bytes '
+                                            f'({MAX_BYTES_ENV}); nothing was kept.')
                     f.write(block)
                     digest.update(block)
                     done += len(block)
@@ -145,4 +166,5 @@ def download(url: str, dest: Path, expected: Sequence[Tuple[str, str]] = (),
                 pass
 
 
-__all__ = ['DownloadError', 'OFFLINE_ENV', 'TIMEOUT_ENV', 'offline', 'timeout', 'download']
+__all__ = ['DownloadError', 'OFFLINE_ENV', 'TIMEOUT_ENV', 'MAX_BYTES_ENV', 'offline', 'timeout',
+           'max_bytes', 'download']

@@ -16,6 +16,8 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional
 
 import yaml
 
+from .cache import safe_file_name
+
 SCHEME = 'mmbackbones://'
 MIRROR_ENV = 'MMBACKBONES_WEIGHTS_MIRROR'
 REGISTRY_FILE = Path(__file__).with_name('registry.yaml')
@@ -161,11 +163,15 @@ def make_entry(name: str, spec: Mapping[str, Any],
         if not spec.get(key):
             raise ValueError(f'{where}: weight {name!r} has no {key}.')
     source = sources[spec['source']]
+    file = spec.get('file') or _file_of(spec['url'])
+    if safe_file_name(file) != file:
+        raise ValueError(f'{where}: weight {name!r} has file {file!r}; a cache file name has '
+                         f'letters, digits and ._+- only.')
     backbone = dict(spec['backbone'])
     backbones = tuple(dict.fromkeys([backbone['type'], *source.get('backbones', [])]))
     return WeightEntry(
         name=name, backbone=backbone, url=spec['url'],
-        file=spec.get('file') or _file_of(spec['url']), source=spec['source'],
+        file=file, source=spec['source'],
         publisher=source['publisher'], published_in=spec.get('published_in', source['published_in']),
         licence=spec.get('licence', source['licence']), format=source['format'],
         backbones=backbones, sha256=spec.get('sha256'), size=spec.get('size'),

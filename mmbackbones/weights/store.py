@@ -19,7 +19,8 @@ import torch
 from mmengine.logging import print_log
 
 from . import cache, registry
-from .cache import IntegrityError, check_against_record, download_path, locked, matches
+from .cache import (IntegrityError, check_against_record, download_path, locked, matches,
+                    safe_file_name)
 from .download import DownloadError, OFFLINE_ENV, download, offline
 from .files import read_weights_file
 from .registry import WeightEntry
@@ -103,8 +104,8 @@ def fetch(name: str, sha256: Optional[str] = None, progress: bool = True) -> Pat
 def fetch_url(url: str, sha256: Optional[str] = None, progress: bool = True) -> Path:
     """Download (once) a weights file given by URL into the cache; return its path."""
     key = hashlib.sha256(url.encode()).hexdigest()[:12]
-    base = urllib.parse.unquote(urllib.parse.urlsplit(url).path.rsplit('/', 1)[-1]) or 'weights'
-    path = download_path(f'urls/{key}/{base}')
+    base = urllib.parse.unquote(urllib.parse.urlsplit(url).path.rsplit('/', 1)[-1])
+    path = download_path(f'urls/{key}/{safe_file_name(base)}')
     ensure_file(path, url, _expected(None, sha256), progress=progress)
     return path
 

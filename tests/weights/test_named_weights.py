@@ -8,6 +8,11 @@ format detection / conversion -> cache -> ``load_pretrained`` -> the official ou
 import hashlib
 import json
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 import torchvision
@@ -150,6 +155,34 @@ def test_interrupted_download_is_never_cached(server, cache, vovnet_vector):
         assert not downloads.exists() or list(downloads.iterdir()) == []
         del server.truncate['/vovnet_tiny_ese_detectron2.pth']
         assert max_abs_diff(vovnet_outputs(vovnet_vector), vovnet_vector['outputs']) < 1e-4
+
+
+def test_download_size_limit_and_killed_download_leftovers(server, cache, monkeypatch,
+                                                           vovnet_vector):
+    data = torch_bytes(vovnet_vector['state_dict'])
+    server.files['/vovnet_tiny_ese_detectron2.pth'] = data
+    downloads = cache / 'downloads'
+    with weights.override(vovnet_entry(vovnet_vector)):
+        monkeypatch.setenv('MMBACKBONES_MAX_DOWNLOAD_BYTES', str(len(data) - 1))
+        with pytest.raises(weights.WeightsNotAvailable,
+                           match=rf'{len(data)} bytes, more than the limit of {len(data) - 1} '
+                                 r'\(MMBACKBONES_MAX_DOWNLOAD_BYTES\)'):
+            weights.fetch('test/vovnet-tiny')
+        assert not downloads.exists() or list(downloads.iterdir()) == []
+        monkeypatch.setenv('MMBACKBONES_MAX_DOWNLOAD_BYTES', 'lots')
+        with pytest.raises(ValueError, match="MMBACKBONES_MAX_DOWNLOAD_BYTES='lots' must be"):
+            weights.fetch('test/vovnet-tiny')
+        monkeypatch.delenv('MMBACKBONES_MAX_DOWNLOAD_BYTES')
+        # the temporary file of a download that was SIGKILLed (its pid no longer runs)
+        from mmbackbones import fileio
+        downloads.mkdir(parents=True, exist_ok=True)
+        target = downloads / 'vovnet_tiny_ese_detectron2.pth'
+        dead = subprocess.Popen([sys.executable, '-c', 'pass'])
+        dead.wait()
+        leftover = fileio.temp_path(target).replace(f'.{os.getpid()}.', f'.{dead.pid}.')
+        Path(leftover).write_bytes(data[:100])
+        weights.fetch('test/vovnet-tiny')
+        assert sorted(p.name for p in downloads.iterdir()) == [target.name]
 
 
 def test_http_error_and_unreachable_host_name_the_url_and_the_path(cache, monkeypatch,

@@ -127,3 +127,17 @@ def test_sha256_pin_on_a_local_file(tmp_path, vovnet_vector):
     with pytest.raises(IntegrityError, match=rf'has sha256 {digest}, not the sha256 pinned'):
         model.load_pretrained(str(path), sha256='1234abcd')
     assert model.load_pretrained(str(path), sha256=digest[:8])['source'] == 'vovnet-detectron2'
+
+
+def test_url_file_name_cannot_leave_the_cache(tmp_path, cache, server, vovnet_vector):
+    """An encoded '../' in a URL's last path segment stays a file name inside the cache."""
+    data = torch_bytes({'model': {f'backbone.bottom_up.{k}': v
+                                  for k, v in vovnet_vector['state_dict'].items()}})
+    evil = '/x/..%2F..%2F..%2F..%2Fescaped.pth'
+    server.files[evil] = data
+    model = VoVNet(arch=vovnet_vector['arch'], init_cfg=pretrained(server.url(evil)))
+    model.init_weights()
+    assert server.requests == [evil]
+    written = [p for p in tmp_path.rglob('*escaped*')]
+    assert written and all(cache.resolve() in p.resolve().parents for p in written), written
+    assert not (tmp_path / 'escaped.pth').exists() and not (cache / 'escaped.pth').exists()

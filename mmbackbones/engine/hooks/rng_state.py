@@ -12,12 +12,15 @@ so a resumed run continues the same random stream. ``tools/train.py`` adds it to
 Everything is stored as tensors and plain numbers, so the weights-only checkpoint loader reads it
 with nothing extra allowed; a state of the wrong shape or type is refused with a clear error.
 """
+import logging
 import random
 from typing import Any, Dict, Optional
 
 import numpy as np
 import torch
+from mmengine.dist import get_world_size
 from mmengine.hooks import Hook
+from mmengine.logging import print_log
 from mmdet.registry import HOOKS
 
 _NUMPY_KEY_WORDS = 624  # MT19937 state words (numpy's legacy global generator)
@@ -36,7 +39,7 @@ def capture_rng_state() -> Dict[str, Any]:
         python=dict(version=int(version), words=torch.tensor(words, dtype=torch.int64),
                     gauss_next=None if gauss_next is None else float(gauss_next)))
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state['cuda'] = torch.cuda.get_rng_state_all()
+        state['cuda'] = [torch.cuda.get_rng_state()]  # this process's device
     return state
 
 
@@ -87,16 +90,17 @@ def restore_rng_state(state: Dict[str, Any]) -> None:
     random.setstate((py['version'], tuple(int(w) for w in py['words'].tolist()),
                      py['gauss_next']))
     cuda = state.get('cuda')
-    if cuda is not None and torch.cuda.is_available():  # checked by check_rng_state
-        if len(cuda) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(cuda)
+    if cuda and torch.cuda.is_available():  # checked by check_rng_state
+        torch.cuda.set_rng_state(cuda[0])
 
 
 @HOOKS.register_module()
 class RNGStateHook(Hook):
     """Store the generators' state in every checkpoint; restore it when a run resumes.
 
-    Plain weight loading (``load_from`` without resume) leaves the generators alone.
+    Plain weight loading (``load_from`` without resume) leaves the generators alone. MMEngine
+    writes checkpoints on rank 0 only, so only rank 0's state is stored: a distributed run
+    (world size > 1) resumes with MMEngine's re-seeding, as without this hook, and says so.
     """
 
     priority = 'VERY_LOW'
@@ -109,9 +113,16 @@ class RNGStateHook(Hook):
 
     def after_load_checkpoint(self, runner: Any, checkpoint: dict) -> None:
         state = checkpoint.get('rng_state')
-        if state is not None and getattr(runner, '_resume', False):
-            check_rng_state(state)
-            self._pending = state
+        if state is None or not getattr(runner, '_resume', False):
+            return
+        check_rng_state(state)
+        if get_world_size() > 1:
+            print_log('RNGStateHook: the checkpoint holds rank 0\'s generator state only; with '
+                      f'{get_world_size()} processes the resumed run re-seeds as MMEngine does, '
+                      'so its random draws differ from an uninterrupted run.',
+                      logger='current', level=logging.WARNING)
+            return
+        self._pending = state
 
     def before_train(self, runner: Any) -> None:
         if self._pending is not None:
