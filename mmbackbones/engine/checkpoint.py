@@ -937,17 +937,24 @@ def load_from_http_weights_only(filename: str, map_location: Any = None,
                                 model_dir: Optional[str] = None) -> Any:
     """MMEngine scheme for ``http://`` / ``https://``: download, then the weights-only load.
 
-    In a distributed run local rank 0 downloads first, the others wait and read the cached file.
+    In a distributed run rank 0 downloads first and the others wait, then read the cached file
+    (or, where they do not share its file system, download it themselves). A failed download on
+    rank 0 still releases the others, so no rank hangs at the barrier.
     """
     from mmengine.dist import get_dist_info
     rank, world_size = get_dist_info()
-    path = None
+    path, error = None, None
     if rank == 0:
-        path = download_checkpoint(filename, model_dir)
+        try:
+            path = download_checkpoint(filename, model_dir)
+        except CheckpointDownloadError as exc:
+            error = exc
     if world_size > 1:
         torch.distributed.barrier()
         if rank > 0:
             path = download_checkpoint(filename, model_dir)
+    if error is not None:
+        raise error
     return load_checkpoint_weights_only(path, map_location)
 
 

@@ -155,3 +155,16 @@ def test_object_store_schemes_load_weights_only(prefix, weights, tmp_path, monke
     with pytest.raises(UnsafeCheckpointError, match='posix.system'):
         CheckpointLoader.load_checkpoint(f'{prefix}evil.pth')
     assert not (tmp_path / 'pwned').exists()
+
+
+def test_failed_download_on_rank_0_still_releases_the_other_ranks(hub_dir, monkeypatch):
+    """Rank 0 reaches the barrier even when its download fails, then raises: no rank hangs."""
+    import mmengine.dist
+    from mmbackbones.engine.checkpoint import load_from_http_weights_only
+    calls = []
+    monkeypatch.setattr(mmengine.dist, 'get_dist_info', lambda: (0, 2))
+    monkeypatch.setattr(torch.distributed, 'barrier', lambda: calls.append('barrier'))
+    with LoopbackServer() as srv:  # nothing served: HTTP 404
+        with pytest.raises(CheckpointDownloadError, match='404'):
+            load_from_http_weights_only(srv.url('/missing.pth'))
+    assert calls == ['barrier']
