@@ -60,6 +60,8 @@ def _read(checkpoint: str, map_location: Any, sha256: Optional[str]) -> Mapping:
         return _load_checkpoint(checkpoint, map_location=map_location)
     if sha256:
         from mmbackbones.weights.cache import matches, sha256_of
+        from mmbackbones.weights.store import check_pin
+        check_pin(sha256)
         local = os.path.expanduser(checkpoint)
         actual = sha256_of(local) if os.path.isfile(local) else None
         if actual is not None and not matches(actual, sha256):

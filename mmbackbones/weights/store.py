@@ -79,13 +79,18 @@ def ensure_file(path: Path, url: str, expected: Sequence[Tuple[str, str]] = (),
     return sha256
 
 
+def check_pin(pin: Any) -> None:
+    """A ``sha256=`` pin is a hex digest or a prefix of at least 8 hex digits."""
+    if not isinstance(pin, str) or not 8 <= len(pin) <= 64 or any(
+            c not in '0123456789abcdefABCDEF' for c in pin):
+        raise ValueError(f'sha256={pin!r} must be a sha256 hex digest or a prefix of at least '
+                         f'8 hex digits.')
+
+
 def _expected(entry: Optional[WeightEntry], pin: Optional[str]) -> Tuple[Tuple[str, str], ...]:
     checks = []
     if pin:
-        if not isinstance(pin, str) or len(pin) < 8 or any(c not in '0123456789abcdefABCDEF'
-                                                            for c in pin):
-            raise ValueError(f'sha256={pin!r} must be a sha256 hex digest or a prefix of at least '
-                             f'8 hex digits.')
+        check_pin(pin)
         checks.append(('the sha256 pinned in init_cfg', pin))
     published = entry.expected_sha256() if entry is not None else None
     if published:

@@ -127,6 +127,10 @@ def test_sha256_pin_on_a_local_file(tmp_path, vovnet_vector):
     with pytest.raises(IntegrityError, match=rf'has sha256 {digest}, not the sha256 pinned'):
         model.load_pretrained(str(path), sha256='1234abcd')
     assert model.load_pretrained(str(path), sha256=digest[:8])['source'] == 'vovnet-detectron2'
+    for weak in ('a', digest[:7], 'not-hex!', digest + '0'):
+        with pytest.raises(ValueError, match='must be a sha256 hex digest or a prefix of at '
+                                             'least 8 hex digits'):
+            model.load_pretrained(str(path), sha256=weak)
 
 
 def test_url_file_name_cannot_leave_the_cache(tmp_path, cache, server, vovnet_vector):
