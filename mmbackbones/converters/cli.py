@@ -47,9 +47,6 @@ def shufflenetv2_factory(state_dict: StateDict) -> Tuple[nn.Module, dict]:
     return ShuffleNetV2(arch=arch), dict(type='ShuffleNetV2', arch=arch)
 
 
-#: the name ``tools/`` scripts import
-save_atomic = atomic_save
-
 #: checkpoint file endings, for the hint when a directory is given as the source
 _CHECKPOINT_ENDINGS = ('.pth', '.pt', '.pkl', '.bin', '.ckpt')
 

@@ -89,6 +89,8 @@ from mmengine.logging import print_log
 from mmengine.logging.history_buffer import HistoryBuffer
 from mmengine.runner import CheckpointLoader
 
+from mmbackbones.fileio import atomic_write_bytes  # the package's one atomic writer
+
 __all__ = [
     'SAFE_GLOBALS', 'CheckpointLoadError', 'UnsafeCheckpointError', 'CorruptCheckpointError',
     'CheckpointDownloadError', 'allow_globals', 'load_checkpoint_weights_only',
@@ -1206,17 +1208,6 @@ def find_latest_valid_checkpoint(work_dir: Union[str, os.PathLike],
 # --------------------------------------------------------------------------- atomic writes
 
 ATOMIC_BACKEND_NAME = 'atomic_local'
-
-
-def atomic_write_bytes(data: bytes, path: Union[str, os.PathLike]) -> None:
-    """Write ``data`` to ``path`` so that ``path`` is either the old file or the complete new one.
-
-    The bytes go to a hidden temporary file in the same directory (same filesystem, so the rename
-    is atomic), are fsynced, and the file is renamed over ``path`` with ``os.replace``. The
-    temporary file is created with mode 0o666 minus the umask, like a plain ``open(path, 'wb')``.
-    """
-    from mmbackbones.fileio import atomic_write_bytes as write  # the package's one writer
-    write(data, path)
 
 
 class AtomicLocalBackend(LocalBackend):

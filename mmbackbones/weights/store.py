@@ -143,7 +143,7 @@ def converted_state(name: str, backbone: str, sha256: Optional[str] = None,
         (state dict with the backbone's keys, info dict: name, format, file, converted,
         source_sha256, cached).
     """
-    from mmbackbones.converters.cli import save_atomic
+    from mmbackbones.fileio import atomic_save
     from mmbackbones.converters.formats import get_format
     from mmbackbones.engine.checkpoint import load_checkpoint_weights_only
     entry = registry.get(name)
@@ -182,7 +182,7 @@ def converted_state(name: str, backbone: str, sha256: Optional[str] = None,
         state = convert_file(raw, entry.format, registry.SCHEME + entry.name)
         meta = dict(name=entry.name, url=entry.url, format=entry.format, source_sha256=source_sha,
                     converter=converter, backbone=dict(entry.backbone))
-        save_atomic(dict(state_dict=state, meta=meta), str(target))
+        atomic_save(dict(state_dict=state, meta=meta), str(target))
         cache.write_record(target, cache.sha256_of(target), f'{entry.format} conversion of {raw}')
         print_log(f'{registry.SCHEME}{entry.name}: converted {raw.name} ({fmt.description}) for '
                   f'{backbone}, cached at {target}', logger='current', level=logging.INFO)

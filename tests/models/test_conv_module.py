@@ -126,14 +126,19 @@ def test_trace_sees_the_unfolded_graph():
         assert rel_diff(traced(X), ref(X)) < 1e-6
 
 
+def assert_matches_reloaded(ours, ref):
+    """``ref`` given ``ours``' current weights computes what ``ours`` (folded) computes."""
+    ref.load_state_dict(ours.state_dict())
+    with torch.no_grad():
+        assert rel_diff(ours(X), ref(X)) < 1e-5
+
+
 def test_cache_follows_weight_changes():
     """An optimizer step, load_state_dict, a swapped tensor (EMA) or .to() rebuild the fold."""
     ours, ref = pair()
 
     def check():
-        ref.load_state_dict(ours.state_dict())
-        with torch.no_grad():
-            assert rel_diff(ours(X), ref(X)) < 1e-5
+        assert_matches_reloaded(ours, ref)
 
     check()
     with torch.no_grad():
@@ -319,9 +324,7 @@ def test_depthwise_separable_cache_follows_weight_changes():
     ours, ref = dw_pair('yolov8')
 
     def check():
-        ref.load_state_dict(ours.state_dict())
-        with torch.no_grad():
-            assert rel_diff(ours(X), ref(X)) < 1e-5
+        assert_matches_reloaded(ours, ref)
 
     check()
     with torch.no_grad():

@@ -32,7 +32,7 @@ from mmengine.registry import init_default_scope  # noqa: E402
 from mmengine.runner.checkpoint import _load_checkpoint  # noqa: E402
 
 from mmbackbones.config_scope import resolve_config_path  # noqa: E402
-from mmbackbones.converters.cli import save_atomic  # noqa: E402
+from mmbackbones.fileio import atomic_save  # noqa: E402
 from mmbackbones.engine.hooks.act_learn import vanillanets  # noqa: E402
 
 
@@ -120,7 +120,7 @@ def reparameterize(config: str, checkpoint: str, out_dir: str, cfg_options=None,
     out_ckpt = osp.join(out_dir, f'{ckpt_name}_deploy.pth')
     out_cfg = osp.join(out_dir, f'{cfg_name}_deploy.py')
     kept_meta = {k: v for k, v in meta.items() if k in ('epoch', 'iter', 'dataset_meta', 'seed')}
-    save_atomic(dict(state_dict=model.state_dict(),
+    atomic_save(dict(state_dict=model.state_dict(),
                      meta=dict(kept_meta, act_learn=1.0, reparameterized_from=checkpoint)),
                 out_ckpt)
     deploy_cfg.dump(out_cfg)
