@@ -2,12 +2,14 @@
 """Test (and evaluate) a detector checkpoint with MMDetection 3.x and the mmbackbones backbones.
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out results.pkl] [--show]
-                         [--show-dir DIR] [--wait-time S] [--tta] [--cfg-options k=v ...]
+                         [--show-dir DIR] [--wait-time S] [--tta] [--amp] [--cfg-options k=v ...]
                          [--launcher none|pytorch|slurm|mpi]
 
 Same command line as MMDetection 3.3's tools/test.py. mmbackbones is imported first, so the
 checkpoint is loaded with ``torch.load(weights_only=True)`` and the mmbackbones allowlist; a missing
-or truncated checkpoint is reported before any model is built.
+or truncated checkpoint is reported before any model is built. ``--amp`` runs the test loop under
+autocast: bf16 on a CPU with bf16 kernels (AVX-512 / AMX; refused with a clear error elsewhere),
+fp16 on a GPU.
 """
 import argparse
 import importlib.util
@@ -32,6 +34,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--wait-time', type=float, default=2,
                         help='seconds each image is shown with --show (default: 2)')
     parser.add_argument('--tta', action='store_true', help='enable test-time augmentation')
+    parser.add_argument('--amp', action='store_true',
+                        help='test under autocast: bf16 on a CPU (AVX-512 / AMX), fp16 on a GPU')
     launch.add_common_args(parser)
     args = parser.parse_args(argv)
     if args.wait_time < 0:
@@ -52,6 +56,8 @@ def main(argv=None) -> None:
             launch.enable_tta(cfg)
         if args.out is not None:
             launch.add_dump_results(cfg, args.out)
+        if args.amp:
+            launch.enable_test_amp(cfg)
         created_group = launch.setup_distributed(cfg)
     except launch.UsageError as exc:
         print(f'test.py: error: {exc}', file=sys.stderr)

@@ -16,6 +16,9 @@ Same command line as MMDetection 3.3's tools/train.py. Differences that matter:
 * Each checkpoint also holds the random generators' state (``RNGStateHook``), so a resumed run
   continues the random stream of the run it resumes.
 * Without CUDA, ``--launcher pytorch`` (tools/dist_train.sh) trains on CPU over gloo.
+* ``--amp`` on a CPU trains with bf16 autocast (``CPUBF16AmpOptimWrapper``: float32 weights and
+  updates, no loss scale) where the CPU has bf16 kernels (AVX-512 / AMX), and says so where it
+  has none; on a GPU it is MMEngine's fp16 ``AmpOptimWrapper``. Validation runs under autocast too.
 """
 import argparse
 import importlib.util
@@ -34,7 +37,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Train a detector (MMDetection 3.x).')
     parser.add_argument('config', help='train config file path')
     parser.add_argument('--amp', action='store_true',
-                        help='enable automatic mixed precision training (needs a GPU)')
+                        help='mixed precision: fp16 AmpOptimWrapper on a GPU, bf16 autocast '
+                        '(CPUBF16AmpOptimWrapper) on a CPU with AVX-512 / AMX')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the learning rate by the actual total batch size '
                         '(config needs auto_scale_lr.base_batch_size)')

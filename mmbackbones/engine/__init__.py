@@ -1,12 +1,15 @@
 # Copyright (c) mmbackbones contributors. Licensed under the Apache License, Version 2.0.
-"""Engine pieces: safe checkpoint loading/saving (installed at import) and training hooks."""
-from . import checkpoint, hooks  # noqa: F401  (checkpoint installs the weights-only loader)
+"""Engine pieces: safe checkpoint loading/saving (installed at import), training hooks and bf16
+autocast on the CPU (``CPUBF16AmpOptimWrapper``, ``cpu_autocast``)."""
+from . import amp, checkpoint, hooks  # noqa: F401  (checkpoint installs the weights-only loader)
+from .amp import CPUBF16AmpOptimWrapper, CPUBF16UnsupportedError, cpu_autocast, cpu_supports_bf16
 from .checkpoint import (SAFE_GLOBALS, CheckpointLoadError, CorruptCheckpointError,
                          UnsafeCheckpointError, allow_globals, find_latest_valid_checkpoint,
                          load_checkpoint_weights_only)
 
 __all__ = [
-    'checkpoint', 'hooks', 'SAFE_GLOBALS', 'CheckpointLoadError', 'CorruptCheckpointError',
+    'amp', 'checkpoint', 'hooks', 'CPUBF16AmpOptimWrapper', 'CPUBF16UnsupportedError', 'cpu_autocast',
+    'cpu_supports_bf16', 'SAFE_GLOBALS', 'CheckpointLoadError', 'CorruptCheckpointError',
     'UnsafeCheckpointError', 'allow_globals', 'find_latest_valid_checkpoint',
     'load_checkpoint_weights_only',
 ]

@@ -34,6 +34,7 @@ from .checkpoint import (ATOMIC_BACKEND_NAME, CorruptCheckpointError, check_chec
 __all__ = [
     'UsageError', 'add_common_args', 'load_config', 'check_neck_in_channels', 'setup_distributed',
     'teardown_distributed', 'build_runner', 'run', 'apply_resume', 'enable_amp',
+    'enable_test_amp',
     'enable_auto_scale_lr', 'enable_atomic_checkpoint_writes', 'enable_rng_state_checkpoints',
     'check_checkpoint_arg',
     'enable_visualization', 'add_dump_results', 'enable_tta', 'LAUNCHERS',
@@ -268,23 +269,84 @@ def apply_resume(cfg: Config, resume: Optional[str]) -> Optional[str]:
 
 
 def enable_amp(cfg: Config) -> None:
-    """``--amp``: switch ``optim_wrapper`` to ``AmpOptimWrapper`` with a dynamic loss scale."""
+    """``--amp``: mixed-precision training, and validation under autocast.
+
+    On a GPU (or NPU, MLU, MUSA) ``optim_wrapper`` becomes MMEngine's ``AmpOptimWrapper`` (fp16
+    with a dynamic loss scale); on the CPU it becomes
+    :class:`~mmbackbones.engine.amp.CPUBF16AmpOptimWrapper` (bf16 autocast, float32 weights, no
+    loss scale), refused with a clear error on a CPU without bf16 kernels. Either way the
+    validation loop runs under autocast too: on the CPU as ``CPUBF16ValLoop`` (bf16 network,
+    float32 post-processing), on a GPU with ``val_cfg.fp16=True`` (MMEngine's fp16 autocast).
+    """
     from mmengine.device import get_device
-    if get_device() == 'cpu':
-        raise UsageError('--amp: automatic mixed precision needs a CUDA, NPU, MLU or MUSA device '
-                         "(MMEngine's AmpOptimWrapper does not run on CPU); drop --amp on this "
-                         'machine.')
+    on_cpu = get_device() == 'cpu'
+    amp_type = 'CPUBF16AmpOptimWrapper' if on_cpu else 'AmpOptimWrapper'
     wrapper = cfg.get('optim_wrapper')
     wrapper_type = wrapper.get('type', 'OptimWrapper') if wrapper is not None else None
-    if wrapper_type == 'AmpOptimWrapper':
+    if wrapper_type in ('AmpOptimWrapper', 'CPUBF16AmpOptimWrapper'):
+        if wrapper_type != amp_type:
+            where = 'the CPU' if on_cpu else 'a GPU'
+            raise UsageError(f'--amp: the config has optim_wrapper.type={wrapper_type!r}, which '
+                             f'does not run on {where}; use {amp_type!r} there (or drop --amp '
+                             'and set optim_wrapper.type yourself).')
         print_log('--amp: AMP is already enabled in the config.', logger='current',
                   level=logging.WARNING)
-        return
-    if wrapper_type != 'OptimWrapper':
+    elif wrapper_type != 'OptimWrapper':
         raise UsageError(f'--amp works with optim_wrapper.type="OptimWrapper" only, but the config '
                          f'has {wrapper_type!r}; set the AMP wrapper in the config instead.')
-    wrapper.type = 'AmpOptimWrapper'
-    wrapper.loss_scale = 'dynamic'
+    if on_cpu:
+        _check_cpu_bf16('--amp')
+    if wrapper_type == 'OptimWrapper':
+        wrapper.type = amp_type
+        if not on_cpu:
+            wrapper.loss_scale = 'dynamic'
+    if cfg.get('val_cfg'):
+        _enable_loop_autocast(cfg, 'val_cfg', 'ValLoop', '--amp', required=False)
+
+
+def enable_test_amp(cfg: Config) -> None:
+    """``tools/test.py --amp``: run the test loop under autocast: ``CPUBF16TestLoop`` on the CPU
+    (refused on a CPU without bf16 kernels), ``test_cfg.fp16=True`` (fp16) on a GPU."""
+    from mmengine.device import get_device
+    if get_device() == 'cpu':
+        _check_cpu_bf16('--amp')
+    _enable_loop_autocast(cfg, 'test_cfg', 'TestLoop', '--amp', required=True)
+
+
+def _check_cpu_bf16(what: str) -> None:
+    from .amp import CPUBF16UnsupportedError, check_cpu_bf16
+    try:
+        check_cpu_bf16(what)
+    except CPUBF16UnsupportedError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def _enable_loop_autocast(cfg: Config, key: str, loop: str, what: str, required: bool) -> None:
+    """Run MMEngine's ``ValLoop`` / ``TestLoop`` (config ``cfg[key]``) under autocast: on the CPU
+    by switching it to mmbackbones' ``CPUBF16<loop>`` (bf16 network, float32 post-processing),
+    on a GPU with the loop's ``fp16=True`` (MMEngine's autocast: fp16). Another loop type is an
+    error when ``required``, else a warning (that loop then runs in float32)."""
+    from mmengine.device import get_device
+    loop_cfg = cfg.get(key)
+    if loop_cfg is None:
+        loop_cfg = cfg[key] = ConfigDict()
+    cpu_loop = f'CPUBF16{loop}'
+    loop_type = loop_cfg.get('type', loop)
+    if loop_type == cpu_loop:
+        return
+    if loop_type not in (loop, f'mmengine.{loop}'):
+        message = (f'{what}: {key}.type={loop_type!r} is not MMEngine\'s {loop}, which is what '
+                   f'{what} knows how to run under autocast')
+        if required:
+            raise UsageError(f'{message}; use {key}=dict(type={loop!r}) or drop {what}.')
+        print_log(f'{message}; that loop runs in float32.', logger='current',
+                  level=logging.WARNING)
+        return
+    if get_device() == 'cpu':
+        loop_cfg.type = cpu_loop
+        loop_cfg.pop('fp16', None)
+    else:
+        loop_cfg.fp16 = True
 
 
 def enable_auto_scale_lr(cfg: Config) -> None:
