@@ -77,7 +77,7 @@ def cpu_bf16_kind() -> str:
     if cpu_supports_bf16():
         return 'AVX-512 (oneDNN bf16 via conversion)'
     capability = torch.backends.cpu.get_cpu_capability()
-    return f'{capability} (no bf16 kernels: emulated, slow)'
+    return f'{capability}, no bf16 kernels: emulated, slow'
 
 
 def check_cpu_bf16(what: str) -> None:

@@ -136,3 +136,41 @@ def test_enable_amp_errors(bf16_cpu):
     assert cfg.val_cfg.type == 'MyValLoop' and 'fp16' not in cfg.val_cfg
     with pytest.raises(ValueError, match='CPUBF16ValLoop: fp16=True is not supported'):
         amp.CPUBF16ValLoop(runner=None, dataloader=None, fp16=True)
+
+
+def _benchmark_tool():
+    import importlib.util
+
+    from tests.conftest import REPO
+    spec = importlib.util.spec_from_file_location(
+        'mmb_benchmark_backbones', REPO / 'tools' / 'analysis' / 'benchmark_backbones.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_amp_bf16_states_the_dtype(tmp_path, monkeypatch, capsys):
+    import json
+    tool = _benchmark_tool()
+    args = ['--family', 'shufflenetv2', '--arch', 'x0.5', '--shape', '1', '3', '64', '64',
+            '--rounds', '1', '--warmup', '0', '--modes', 'eval', '--threads', '1']
+    monkeypatch.setattr(amp, 'cpu_supports_bf16', lambda: False)
+    monkeypatch.delenv(ALLOW_EMULATED_ENV, raising=False)
+    for extra, message in [(['--amp', 'bf16'], '--amp bf16: bfloat16 autocast on the CPU needs '
+                            'bf16 kernels'),
+                           (['--amp', 'fp16'], '--amp fp16: float16 autocast is for --device '
+                            'cuda; on a CPU use --amp bf16'),
+                           (['--device', 'mps'], "--device: 'mps' is not supported")]:
+        with pytest.raises(SystemExit) as exit_info:
+            tool.main(args + extra)
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err
+    monkeypatch.setenv(ALLOW_EMULATED_ENV, '1')
+    out = tmp_path / 'bench.json'
+    tool.main(args + ['--amp', 'bf16', '--json', str(out)])
+    header = next(line for line in capsys.readouterr().out.splitlines()
+                  if line.startswith('torch '))
+    assert f', bf16 autocast ({amp.cpu_bf16_kind()}), 1 alternating rounds' in header, header
+    data = json.loads(out.read_text())
+    assert data['amp'] == 'bf16' and data['amp_kernels'] == amp.cpu_bf16_kind()
+    assert [row['mode'] for row in data['rows']] == ['eval']

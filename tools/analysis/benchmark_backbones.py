@@ -6,6 +6,12 @@ identical weights. Prints a markdown table with the ratio ours / peer (< 1 means
 
     python tools/analysis/benchmark_backbones.py --family vovnet --threads 2 \
         --shape 1 3 512 512 --shape 2 3 512 512
+
+``--amp bf16`` runs both models under ``torch.autocast(<device>, dtype=torch.bfloat16)`` (weights
+stay float32, as in mixed-precision training), ``--amp fp16`` likewise with float16 (GPU only).
+On a CPU, bf16 needs bf16 kernels (AVX-512 / AMX): without them PyTorch runs slow reference
+kernels and the timings say nothing, so the tool refuses (MMBACKBONES_ALLOW_EMULATED_BF16=1
+overrides). The header line and the JSON name the dtype and, on a CPU, its kernels.
 """
 import argparse
 from typing import Callable, Dict, List, Optional, Tuple
@@ -321,11 +327,14 @@ def main(argv: List[str] = None) -> None:
                         help="ours with its default memory layout, or forced to NCHW-contiguous "
                              "(channels_last=False: the same kernels as the peer)")
     parser.add_argument('--device', default='cpu', help="'cpu' or 'cuda'")
-    parser.add_argument('--amp', choices=['fp16', 'bf16'], help='autocast dtype (default: fp32)')
+    parser.add_argument('--amp', choices=['fp16', 'bf16'],
+                        help='run ours and the peer under autocast with this dtype: bf16 (CPU '
+                        'with AVX-512 / AMX, or GPU) or fp16 (GPU); default: float32')
     parser.add_argument('--json', metavar='PATH',
                         help='also write the rows (and the settings) to this JSON file, e.g. '
                         'docs/benchmarks/<family>.json (read by tools/analysis/make_model_zoo.py)')
     args = parser.parse_args(argv)
+    amp_kernels = _check_amp(parser, args)
     amp = {None: None, 'fp16': torch.float16, 'bf16': torch.bfloat16}[args.amp]
     torch.set_num_threads(args.threads)
     shapes = args.shape or [[1, 3, 512, 512], [2, 3, 512, 512]]
@@ -339,7 +348,9 @@ def main(argv: List[str] = None) -> None:
 
     layout = 'its default layout' if args.layout == 'default' else 'channels_last=False'
     where = (torch.cuda.get_device_name() if args.device == 'cuda' else f'{args.threads} threads')
-    print(f'torch {torch.__version__}, {where}, {args.amp or "fp32"}, {args.rounds} alternating '
+    dtype = 'fp32' if args.amp is None else f'{args.amp} autocast' + (
+        f' ({amp_kernels})' if amp_kernels else '')
+    print(f'torch {torch.__version__}, {where}, {dtype}, {args.rounds} alternating '
           f'rounds, ours with {layout}; ratio = ours / {peer_name} (median of per-round ratios, '
           f'with a 90% bootstrap interval)\n')
     print('| arch | input | mode | ours ms | peer ms | ratio | 90% interval |')
@@ -369,7 +380,32 @@ def main(argv: List[str] = None) -> None:
         _write_json(args.json, dict(
             family=args.family, peer=peer_name, torch=torch.__version__, device=args.device,
             where=where, threads=args.threads, amp=args.amp or 'fp32', layout=args.layout,
-            rounds=args.rounds, rows=rows))
+            rounds=args.rounds, rows=rows, **({'amp_kernels': amp_kernels} if amp_kernels else {})))
+
+
+def _check_amp(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Optional[str]:
+    """Refuse ``--device`` / ``--amp`` combinations that cannot be timed meaningfully; return the
+    CPU's bf16 kernels in words for ``--amp bf16 --device cpu`` (else None)."""
+    if args.device not in ('cpu', 'cuda'):
+        parser.error(f"--device: {args.device!r} is not supported; choose 'cpu' or 'cuda'")
+    if args.device == 'cuda' and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is visible; use --device cpu")
+    if args.amp is None:
+        return None
+    if args.device == 'cpu':
+        if args.amp == 'fp16':
+            parser.error('--amp fp16: float16 autocast is for --device cuda; on a CPU use '
+                         '--amp bf16 (or no --amp for float32)')
+        from mmbackbones.engine.amp import CPUBF16UnsupportedError, check_cpu_bf16, cpu_bf16_kind
+        try:
+            check_cpu_bf16('--amp bf16')
+        except CPUBF16UnsupportedError as exc:
+            parser.error(str(exc))
+        return cpu_bf16_kind()
+    if args.amp == 'bf16' and not torch.cuda.is_bf16_supported():
+        parser.error(f'--amp bf16: {torch.cuda.get_device_name()} has no bfloat16 support; use '
+                     '--amp fp16')
+    return None
 
 
 def _write_json(path: str, data: dict) -> None:
