@@ -142,8 +142,8 @@ def cpu_autocast(model: Optional[nn.Module] = None, enabled: bool = True) -> Ite
     ``with cpu_autocast(model):`` (a detector, e.g. for ``inference_detector(model, image)``)
     runs the network under autocast: ``extract_feat`` (backbone and neck) and the forward of a
     dense ``bbox_head`` / ``rpn_head``, whose outputs come back as float32, so box decoding,
-    NMS (mmcv's kernels take float32 only) and the results stay float32. RoI and DETR heads
-    run in float32. Any other module gets its whole ``forward`` under autocast, output cast to
+    NMS (mmcv's kernels take float32 only) and the results stay float32. What lies between
+    (the transformer of a DETR-style detector, the RoI head of a two-stage one) runs in float32. Any other module gets its whole ``forward`` under autocast, output cast to
     float32. ``with cpu_autocast():`` (no model) is plain ``torch.autocast('cpu',
     dtype=torch.bfloat16)``: everything inside, outputs bfloat16. ``enabled=False`` changes
     nothing (a switch for user code).

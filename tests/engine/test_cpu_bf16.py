@@ -65,7 +65,7 @@ BACKBONES: Dict[str, Callable[..., nn.Module]] = {
     'shufflenetv2-x0.5': lambda **kw: ShuffleNetV2(widen_factor=0.5, **kw),
     'vanillanet-deploy': _vanillanet,
 }
-INPUT = (2, 3, 64, 64)
+INPUT = (1, 3, 64, 64)
 
 
 def _build(name: str, **kwargs) -> nn.Module:
