@@ -8,8 +8,8 @@ from .checkpoint import (SAFE_GLOBALS, CheckpointLoadError, CorruptCheckpointErr
                          load_checkpoint_weights_only)
 
 __all__ = [
-    'amp', 'checkpoint', 'hooks', 'CPUBF16AmpOptimWrapper', 'CPUBF16UnsupportedError', 'cpu_autocast',
-    'cpu_supports_bf16', 'SAFE_GLOBALS', 'CheckpointLoadError', 'CorruptCheckpointError',
-    'UnsafeCheckpointError', 'allow_globals', 'find_latest_valid_checkpoint',
-    'load_checkpoint_weights_only',
+    'amp', 'checkpoint', 'hooks', 'CPUBF16AmpOptimWrapper', 'CPUBF16UnsupportedError',
+    'cpu_autocast', 'cpu_supports_bf16', 'SAFE_GLOBALS', 'CheckpointLoadError',
+    'CorruptCheckpointError', 'UnsafeCheckpointError', 'allow_globals',
+    'find_latest_valid_checkpoint', 'load_checkpoint_weights_only',
 ]

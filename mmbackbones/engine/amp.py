@@ -143,7 +143,8 @@ def cpu_autocast(model: Optional[nn.Module] = None, enabled: bool = True) -> Ite
     runs the network under autocast: ``extract_feat`` (backbone and neck) and the forward of a
     dense ``bbox_head`` / ``rpn_head``, whose outputs come back as float32, so box decoding,
     NMS (mmcv's kernels take float32 only) and the results stay float32. What lies between
-    (the transformer of a DETR-style detector, the RoI head of a two-stage one) runs in float32. Any other module gets its whole ``forward`` under autocast, output cast to
+    (the transformer of a DETR-style detector, the RoI head of a two-stage one) runs in
+    float32. Any other module gets its whole ``forward`` under autocast, output cast to
     float32. ``with cpu_autocast():`` (no model) is plain ``torch.autocast('cpu',
     dtype=torch.bfloat16)``: everything inside, outputs bfloat16. ``enabled=False`` changes
     nothing (a switch for user code).
@@ -185,10 +186,10 @@ class CPUBF16ValLoop(ValLoop):
     on a CPU. Same arguments as ``ValLoop`` (``fp16`` must stay False: it would autocast the
     post-processing too, which mmcv's NMS refuses)."""
 
-    def __init__(self, *args, **kwargs) -> None:
-        _refuse_fp16(type(self).__name__, kwargs)
+    def __init__(self, runner: Any, dataloader: Any, evaluator: Any, **kwargs) -> None:
+        _check_loop(type(self).__name__, runner, kwargs)
         check_cpu_bf16(type(self).__name__)
-        super().__init__(*args, **kwargs)
+        super().__init__(runner, dataloader, evaluator, **kwargs)
 
     def run(self) -> dict:
         with cpu_autocast(self.runner.model):
@@ -200,17 +201,21 @@ class CPUBF16TestLoop(TestLoop):
     """MMEngine's ``TestLoop`` with the model's network under bf16 autocast on the CPU (see
     :class:`CPUBF16ValLoop`); ``tools/test.py --amp`` selects it on a CPU."""
 
-    def __init__(self, *args, **kwargs) -> None:
-        _refuse_fp16(type(self).__name__, kwargs)
+    def __init__(self, runner: Any, dataloader: Any, evaluator: Any, **kwargs) -> None:
+        _check_loop(type(self).__name__, runner, kwargs)
         check_cpu_bf16(type(self).__name__)
-        super().__init__(*args, **kwargs)
+        super().__init__(runner, dataloader, evaluator, **kwargs)
 
     def run(self) -> dict:
         with cpu_autocast(self.runner.model):
             return super().run()
 
 
-def _refuse_fp16(loop: str, kwargs: dict) -> None:
+def _check_loop(loop: str, runner: Any, kwargs: dict) -> None:
+    device = next((p.device for p in getattr(runner, 'model', nn.Module()).parameters()), None)
+    if device is not None and device.type != 'cpu':
+        raise ValueError(f"{loop}: the model is on '{device}', but this loop autocasts CPU "
+                         "operations only; use MMEngine's loop with fp16=True there.")
     if kwargs.pop('fp16', False):
         raise ValueError(f'{loop}: fp16=True is not supported (it autocasts the post-processing '
                          'too); the loop already runs the network under bf16 autocast. Remove '

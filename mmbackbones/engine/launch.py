@@ -332,7 +332,12 @@ def _enable_loop_autocast(cfg: Config, key: str, loop: str, what: str, required:
         loop_cfg = cfg[key] = ConfigDict()
     cpu_loop = f'CPUBF16{loop}'
     loop_type = loop_cfg.get('type', loop)
+    on_cpu = get_device() == 'cpu'
     if loop_type == cpu_loop:
+        if not on_cpu:
+            raise UsageError(f'{what}: {key}.type={cpu_loop!r} autocasts CPU operations only, but '
+                             f"this run is on '{get_device()}'; use {key}=dict(type={loop!r}) "
+                             '(--amp then sets its fp16=True).')
         return
     if loop_type not in (loop, f'mmengine.{loop}'):
         message = (f'{what}: {key}.type={loop_type!r} is not MMEngine\'s {loop}, which is what '
@@ -342,7 +347,7 @@ def _enable_loop_autocast(cfg: Config, key: str, loop: str, what: str, required:
         print_log(f'{message}; that loop runs in float32.', logger='current',
                   level=logging.WARNING)
         return
-    if get_device() == 'cpu':
+    if on_cpu:
         loop_cfg.type = cpu_loop
         loop_cfg.pop('fp16', None)
     else:

@@ -115,6 +115,10 @@ def test_enable_amp_on_cpu_and_gpu(bf16_cpu, monkeypatch):
     assert cfg.val_cfg == ConfigDict(type='ValLoop', fp16=True)
     launch.enable_test_amp(cfg)
     assert cfg.test_cfg == ConfigDict(type='TestLoop', fp16=True)
+    cfg = _cfg(test_cfg=dict(type='CPUBF16TestLoop'))
+    with pytest.raises(launch.UsageError, match="test_cfg.type='CPUBF16TestLoop' autocasts CPU "
+                       "operations only, but this run is on 'cuda'"):
+        launch.enable_test_amp(cfg)
 
 
 def test_enable_amp_errors(bf16_cpu):
@@ -135,7 +139,10 @@ def test_enable_amp_errors(bf16_cpu):
     launch.enable_amp(cfg)  # warns: training is mixed, that validation loop stays float32
     assert cfg.val_cfg.type == 'MyValLoop' and 'fp16' not in cfg.val_cfg
     with pytest.raises(ValueError, match='CPUBF16ValLoop: fp16=True is not supported'):
-        amp.CPUBF16ValLoop(runner=None, dataloader=None, fp16=True)
+        amp.CPUBF16ValLoop(runner=None, dataloader=None, evaluator=None, fp16=True)
+    cfg = _cfg(test_cfg=dict(type='CPUBF16TestLoop'))
+    launch.enable_test_amp(cfg)  # already the CPU loop: kept
+    assert cfg.test_cfg == ConfigDict(type='CPUBF16TestLoop')
 
 
 def _benchmark_tool():
