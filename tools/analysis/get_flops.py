@@ -145,6 +145,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f'Input shape: {tuple(input_shape)}')
     print(f'Params: {human(result["params"])} ({result["params"]:,})')
     print(f'FLOPs: {human(result["flops"])} ({result["flops"]:,}); one multiply-add = 1 FLOP')
+    # papers that count a multiply and an add separately (RT-DETR, YOLO) quote twice this
+    print(f'       = {human(2 * result["flops"])} counting multiply and add as 2 FLOPs')
     by_op = ', '.join(f'{k} {human(v)}' for k, v in sorted(result['by_operator'].items(),
                                                             key=lambda kv: -kv[1]))
     print(f'FLOPs by operator: {by_op}')
