@@ -18,6 +18,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_CONFIG = REPO / 'tests' / 'data' / 'configs' / 'tiny_retinanet.py'
+TINY_RTDETR_CONFIG = REPO / 'tests' / 'data' / 'configs' / 'tiny_rtdetr.py'
 
 
 @pytest.fixture(scope='session')
@@ -33,6 +34,14 @@ def tiny_demo_data(tmp_path_factory) -> Dict:
 def tiny_config() -> str:
     """Path of the tiny RetinaNet config (``tests/data/configs/tiny_retinanet.py``)."""
     return str(TINY_CONFIG)
+
+
+@pytest.fixture(scope='session')
+def tiny_rtdetr_config() -> str:
+    """Path of the tiny RT-DETR config (``tests/data/configs/tiny_rtdetr.py``): the tiny
+    RetinaNet's data, schedule and hooks with an RT-DETR model; the same ``tiny_cfg_options``
+    apply."""
+    return str(TINY_RTDETR_CONFIG)
 
 
 @pytest.fixture(scope='session')

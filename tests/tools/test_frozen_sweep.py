@@ -127,3 +127,54 @@ def test_dry_run_prints_commands_for_every_resnet_stage(load_tool, tmp_path, cap
                    '--work-dir', str(tmp_path)])
     assert '--stages [5] are not valid for ResNet; choose from [-1, 0, 1, 2, 3, 4]' in \
         str(exc.value.code)
+
+
+def test_rtdetr_run_reports_the_numbers_of_its_log(tmp_path, run_tool, tiny_rtdetr_config,
+                                                   tiny_cfg_options):
+    """One RT-DETR run (backbone out_indices (1, 2, 3), stages 1 and 2 frozen) through the sweep:
+    its row holds the numbers of its own log and the frozen parameters are the stem's and the
+    first two stages'; neck and head train."""
+    proc = run_tool('frozen_sweep.py', tiny_rtdetr_config, '--work-dir', tmp_path, '--stages',
+                    '2', '--cfg-options', *tiny_cfg_options, 'train_cfg.max_iters=2',
+                    'train_cfg.val_interval=2', timeout=600)
+    assert proc.returncode == 0, proc.stdout[-6000:]
+    (row, ) = list(csv.DictReader((tmp_path / 'sweep.csv').open()))
+    assert row['setting'] == 'frozen_stages_2' and row['status'] == 'done', row
+    train, val, _ = read_run_logs(tmp_path / 'frozen_stages_2' / 'seed_0')
+    assert [e['iter'] for e in train] == [1, 2] and len(val) == 1
+    assert float(row['bbox_mAP']) == pytest.approx(val[-1]['coco/bbox_mAP'])
+    assert float(row['time_per_iter_s']) == pytest.approx(train[1]['time'])
+
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    from mmengine.config import Config
+    register_all_modules()
+    model = MODELS.build(Config.fromfile(tiny_rtdetr_config).model)
+    backbone = model.backbone
+    frozen = sum(p.numel() for m in [backbone.stem, *backbone.stages[:2]] for p in m.parameters())
+    total = sum(p.numel() for p in model.parameters())
+    assert int(row['frozen_params']) == frozen > 0
+    assert int(row['trainable_params']) == total - frozen
+    assert 0 < float(row['backbone_grad_gflops']) < float(row['backbone_gflops'])
+
+
+def test_dry_run_on_the_rtdetr_r18_config(load_tool, tmp_path, capsys):
+    """PResNet-18vd of RT-DETR: -1 .. 4, and each generated config freezes what it names."""
+    tool = load_tool('frozen_sweep')
+    config = str(Path(__file__).resolve().parents[2] / 'configs' / 'rtdetr' /
+                 'rtdetr_r18vd_dec3_6x_coco.py')
+    assert tool.main([config, '--work-dir', str(tmp_path), '--dry-run']) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split('frozen_stages_')[1].split('_seed')[0] for line in lines] == \
+        ['-1', '0', '1', '2', '3', '4']
+    from mmdet.registry import MODELS
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    init_default_scope('mmdet')
+    for stages in (-1, 2, 4):
+        cfg = Config.fromfile(tmp_path / 'configs' / f'frozen_stages_{stages}_seed_0.py')
+        assert cfg.model.type == 'RTDETR' and cfg.model.backbone.out_indices == (1, 2, 3)
+        backbone = MODELS.build(cfg.model.backbone)
+        groups = [backbone.stem, *backbone.stages]
+        for k, group in enumerate(groups):
+            assert all(p.requires_grad == (k > stages) for p in group.parameters()), (stages, k)

@@ -99,3 +99,36 @@ def test_argument_errors(get_flops, capsys):
     with pytest.raises(SystemExit):
         get_flops.main(['--backbone', 'VoVNet', '--shape', '1', '2', '3', '4'])
     assert '--shape for a backbone takes C H W' in capsys.readouterr().err
+
+
+def test_rtdetr_detector_counts_match_hooks(get_flops, tiny_rtdetr_config, capsys):
+    """A DETR head: convs and BN as above; linear layers as ``output elements * in_features``,
+    plus the input and output projections of every ``nn.MultiheadAttention`` call (run through
+    ``F.linear`` inside it, so no module hook sees them): ``elements of q, k, v and output *
+    embed_dim``."""
+    result = get_flops.detector_complexity(tiny_rtdetr_config, (96, 128))
+    assert result['input_shape'] == (1, 3, 96, 128)
+    init_default_scope('mmdet')
+    model = MODELS.build(Config.fromfile(tiny_rtdetr_config).model).eval()
+    linear = dict(total=0)
+
+    def linear_hook(module, inputs, output):
+        linear['total'] += output.numel() * module.in_features
+
+    def attention_hook(module, args, kwargs, output):
+        named = dict(zip(('query', 'key', 'value'), args), **kwargs)
+        query, key, value = named['query'], named['key'], named['value']
+        linear['total'] += (2 * query.numel() + key.numel() + value.numel()) * module.embed_dim
+
+    hooks = [m.register_forward_hook(linear_hook) for m in model.modules()
+             if isinstance(m, nn.Linear)]
+    hooks += [m.register_forward_hook(attention_hook, with_kwargs=True) for m in model.modules()
+              if isinstance(m, nn.MultiheadAttention)]
+    expected = hook_counts(model, lambda: model(torch.zeros(1, 3, 96, 128), mode='tensor'))
+    for hook in hooks:
+        hook.remove()
+    assert result['params'] == sum(p.numel() for p in model.parameters())
+    assert result['by_operator']['conv'] == expected['conv']
+    assert result['by_operator']['batch_norm'] == expected['batch_norm']
+    assert result['by_operator']['linear'] == linear['total']
+    assert result['flops'] == sum(result['by_operator'].values())

@@ -1,8 +1,10 @@
 # Copyright (c) mmbackbones contributors. Licensed under the Apache License, Version 2.0.
 """tools/test.py evaluates a trained checkpoint and dumps predictions with --out."""
 import pickle
+import re
 
 import pytest
+import torch
 
 
 def test_evaluates_checkpoint_and_dumps_predictions(tiny_trained_run, tmp_path, run_tool,
@@ -83,3 +85,42 @@ def test_missing_or_truncated_checkpoint_is_reported_before_building(tmp_path, l
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert 'truncated or corrupt' in err and str(torn) in err
+
+
+def test_rtdetr_checkpoint_predictions_match_in_process_inference(tmp_path, run_tool,
+                                                                  tiny_rtdetr_config,
+                                                                  tiny_cfg_options):
+    """RT-DETR (no NMS, top-k over query x class): the tool loads the weights, evaluates, and
+    dumps exactly what mmdet's own ``inference_detector`` predicts with them."""
+    from mmdet.apis import inference_detector, init_detector
+    from mmdet.registry import MODELS
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+
+    cfg = Config.fromfile(tiny_rtdetr_config)
+    init_default_scope('mmdet')
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    checkpoint = tmp_path / 'rtdetr.pth'
+    torch.save(dict(meta=dict(iter=0), state_dict=model.state_dict()), checkpoint)
+
+    out = tmp_path / 'preds.pkl'
+    proc = run_tool('test.py', tiny_rtdetr_config, checkpoint, '--work-dir', tmp_path / 'test',
+                    '--out', out, '--cfg-options', *tiny_cfg_options)
+    log = proc.stdout
+    assert proc.returncode == 0, log[-6000:]
+    assert 'Loads checkpoint by local_weights_only backend' in log, log[-6000:]
+    assert re.search(r'coco/bbox_mAP: -?\d', log), log[-6000:]  # CocoMetric ran and scored
+    with open(out, 'rb') as f:
+        preds = pickle.load(f)
+    assert sorted(p['img_id'] for p in preds) == [1, 2, 3, 4]
+
+    reference = init_detector(cfg, str(checkpoint), device='cpu')
+    for pred in preds:
+        got = pred['pred_instances']
+        assert len(got['scores']) == cfg.model.test_cfg.max_per_img == 10
+        want = inference_detector(reference, pred['img_path']).pred_instances
+        torch.testing.assert_close(got['scores'], want.scores.cpu())
+        torch.testing.assert_close(got['labels'], want.labels.cpu())
+        torch.testing.assert_close(got['bboxes'], want.bboxes.cpu())

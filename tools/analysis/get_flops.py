@@ -9,6 +9,10 @@ own ``data_preprocessor`` (normalisation, padding to its size divisor), then run
 ``mode='tensor'`` (backbone, neck and head; no post-processing). FLOPs follow mmengine's
 ``FlopAnalyzer`` (fvcore's convention): one multiply-add counts as one FLOP; ops it has no
 handle for (activations, elementwise products) count zero (``--show-unsupported`` lists them).
+Papers that count a multiply and an add as two FLOPs quote twice the total, which is printed too.
+The model is counted as written (training form: BN unfolded, re-parameterisable branches
+separate); e.g. RT-DETR-R18vd at 640x640 is 30.87 G multiply-adds = 61.7 G FLOPs here, and
+60.7 G in its deployed form (RepVGG branches fused, BN folded), where the paper says 60 G.
 """
 import argparse
 import os.path as osp
@@ -145,6 +149,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f'Input shape: {tuple(input_shape)}')
     print(f'Params: {human(result["params"])} ({result["params"]:,})')
     print(f'FLOPs: {human(result["flops"])} ({result["flops"]:,}); one multiply-add = 1 FLOP')
+    # papers that count a multiply and an add separately (RT-DETR, YOLO) quote twice this
+    print(f'       = {human(2 * result["flops"])} counting multiply and add as 2 FLOPs')
     by_op = ', '.join(f'{k} {human(v)}' for k, v in sorted(result['by_operator'].items(),
                                                             key=lambda kv: -kv[1]))
     print(f'FLOPs by operator: {by_op}')
