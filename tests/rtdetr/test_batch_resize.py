@@ -2,6 +2,7 @@
 """RTDETRBatchRandomResize: one size per batch from the official list, boxes and metainfo
 rescaled so that img_shape-normalised boxes are unchanged, no-op in eval, ranks agree, and a real
 RT-DETR loss step through mmdet's data preprocessor."""
+import doctest
 import subprocess
 import sys
 from collections import Counter
@@ -18,6 +19,7 @@ from mmengine.structures import InstanceData
 
 import mmbackbones  # noqa: F401
 from mmbackbones.models.rtdetr import RTDETR_SIZES, RTDETRBatchRandomResize, RTDETRHead
+from mmbackbones.models.rtdetr import batch_resize
 from tests.paths import REPO
 
 MODULE = REPO / 'mmbackbones' / 'models' / 'rtdetr' / 'batch_resize.py'
@@ -49,6 +51,11 @@ def boxes_of(sample, field='gt_instances'):
 def test_official_size_list():
     assert list(RTDETR_SIZES) == OFFICIAL_SIZES
     assert list(RTDETRBatchRandomResize().sizes) == OFFICIAL_SIZES
+
+
+def test_docstring_example():
+    result = doctest.testmod(batch_resize, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0
 
 
 def test_sizes_come_from_the_list_with_its_weights():

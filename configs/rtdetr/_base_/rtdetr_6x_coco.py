@@ -29,7 +29,7 @@
 #     h/w in [0.5, 2], keeping the boxes whose centres are inside. Differences: torchvision
 #     accepts a crop when the best IoU among those boxes reaches the threshold, mmdet only when
 #     every gt box does (so high thresholds fall back to resampling more often); 40 vs 50
-#     trials per threshold; mmdet clips boxes to the crop, as torchvision's sanitiser does.
+#     trials per threshold. Both clip the kept boxes to the crop.
 #   SanitizeBoundingBox(min_size=1) (before and after the resize) -> FilterAnnotations
 #     (min_gt_bbox_wh=(1, 1), keep_empty=False, which keeps an image left without boxes, as
 #     torchvision does), before and after the resize.
@@ -37,7 +37,7 @@
 #     keep_ratio=False): bilinear in both; torchvision resizes PIL images with antialiasing,
 #     OpenCV without.
 #   The dataset: mmdet's COCO base drops train images without boxes or smaller than 32 px;
-#   the official CocoDetection keeps all 118k train images. Crowd boxes are no targets in either.
+#   the official CocoDetection keeps every train image. Crowd boxes are no targets in either.
 #   rtdetr_paddle differs from rtdetr_pytorch here: RandomDistort prob 0.8, RandomExpand filled
 #   with the ImageNet mean, RandomCrop prob 0.8.
 #

@@ -50,10 +50,22 @@ class RTDETRBatchRandomResize(nn.Module):
             with its default mode); rtdetr_paddle draws one of five OpenCV modes per batch.
         stop_epoch (int, optional): From this (0-based) epoch on, resizing stops and the images
             keep their pipeline size. It reads the epoch that mmengine's ``RuntimeInfoHook``
-            stores in the ``MessageHub`` (no epoch there: multi-scale stays on). RT-DETR (v1)
-            has no stop epoch (multi-scale for all 72 epochs): Default: None. RT-DETRv2's
-            collate function stops it at epoch 71 of 72.
+            stores in the ``MessageHub`` (no epoch there: multi-scale stays on). Default:
+            None, as RT-DETR, which resizes in all 72 epochs; RT-DETRv2 stops at epoch 71.
         seed (int, optional): Seed of the size generator. Default: None (see above).
+
+    Example:
+        >>> import torch
+        >>> from mmdet.structures import DetDataSample
+        >>> from mmengine.structures import InstanceData
+        >>> aug = RTDETRBatchRandomResize(sizes=[96], seed=0).train()
+        >>> sample = DetDataSample(metainfo=dict(img_shape=(64, 64), pad_shape=(64, 64),
+        ...                                      batch_input_shape=(64, 64),
+        ...                                      scale_factor=(1.0, 1.0)))
+        >>> sample.gt_instances = InstanceData(bboxes=torch.tensor([[8., 16., 32., 48.]]))
+        >>> inputs, samples = aug(torch.rand(1, 3, 64, 64), [sample])
+        >>> tuple(inputs.shape), samples[0].img_shape, samples[0].gt_instances.bboxes
+        ((1, 3, 96, 96), (96, 96), tensor([[12., 24., 48., 72.]]))
     """
 
     def __init__(self, sizes: Sequence[int] = RTDETR_SIZES, interpolation: str = 'nearest',
