@@ -10,7 +10,7 @@
 # from [480, 512, 544, 576, 608, 640, 640, 640, 672, 704, 736, 768, 800] (the official list),
 # nearest-neighbour as rtdetr_pytorch (F.interpolate's default; rtdetr_paddle draws one of five
 # OpenCV modes per batch). One size per iteration for all ranks (a shared seeded draw); the
-# official codes draw on each rank independently. RT-DETR has no multi-scale stop epoch
+# official codes let each rank draw its own size. RT-DETR has no multi-scale stop epoch
 # (RT-DETRv2 stops at epoch 71): stop_epoch=None.
 #
 # Augmentation, against rtdetr_pytorch's torchvision v2 pipeline (dataloader.yml):

@@ -35,7 +35,7 @@ class RTDETRBatchRandomResize(nn.Module):
     None, with :func:`mmengine.dist.sync_random_seed` (rank 0's random seed, broadcast once at
     the first call; no communication afterwards). Every rank calls the augment once per
     training iteration, so all ranks draw the same size sequence and a distributed batch has one
-    size, as in a single-process run. The official code draws independently on each rank
+    size, as in a single-process run. The official code lets each rank draw its own size
     (``np.random.choice`` in rtdetr_pytorch, a per-worker draw in rtdetr_paddle); that is also
     sound for DDP (gradients are averaged over any mix of sizes), but a shared size keeps the
     ranks' step times equal, so none waits for a slower one at the all-reduce. The draw needs no
