@@ -202,3 +202,19 @@ def test_swap_config_with_wrong_encoder_channels_fails_clearly():
     init_default_scope('mmdet')
     with pytest.raises(ValueError, match=re.escape('set model.neck.in_channels=[128, 256, 512]')):
         MODELS.build(cfg.model)
+
+
+def test_convnext_layer_scales_get_no_weight_decay():
+    """mmengine applies the longest matching custom key; every ConvNeXt gamma must hit a gamma
+    key (weight decay 0, backbone lr), not the shorter 'backbone' key."""
+    cfg = load('rtdetr_timm-convnext-tiny_6x_coco.py')
+    keys = cfg.optim_wrapper.paramwise_cfg.custom_keys
+    ordered = sorted(sorted(keys), key=len, reverse=True)  # mmengine's matching order
+    init_default_scope('mmdet')
+    with torch.device('meta'):
+        backbone = MODELS.build(cfg.model.backbone)
+    gammas = [f'backbone.{n}' for n, _ in backbone.named_parameters() if n.endswith('gamma')]
+    assert len(gammas) == 18  # 3 + 3 + 9 + 3 blocks
+    for name in gammas:
+        key = next(k for k in ordered if k in name)
+        assert keys[key] == dict(lr_mult=0.1, decay_mult=0.0), (name, key)
