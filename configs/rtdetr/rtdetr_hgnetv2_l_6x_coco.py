@@ -1,7 +1,7 @@
 # RT-DETR-L: PP-HGNetV2-L (frozen stem, frozen BN), hybrid encoder 256 wide (feed-forward 1024,
-# CSP expansion 1.0), 6 decoder layers; the official rtdetr_paddle rtdetr_hgnetv2_l_6x_coco.yml
-# setting (PPHGNetV2 arch L, return_idx [1, 2, 3], freeze_at 0 with freeze_stem_only,
-# freeze_norm, lr_mult_list [0, 0.05, 0.05, 0.05, 0.05]: stem frozen, stages at lr 5e-6).
+# CSP expansion 1.0), 6 decoder layers; the official setting (rtdetr_paddle
+# rtdetr_hgnetv2_l_6x_coco.yml, and RT-DETRv2's rtdetrv2_hgnetv2_l_6x_coco.yml:
+# arch L, return_idx [1, 2, 3], freeze_at 0 (stem), freeze_norm, backbone lr 5e-6 = 0.05 x).
 # Otherwise the R50 recipe (_base_/rtdetr_6x_coco.py).
 # Published (lyuwenyu/RT-DETR README, COCO val2017, 640x640): AP 53.0, AP50 71.6, 32M params,
 # 110 GFLOPs, 114 FPS (T4, TensorRT FP16).

@@ -1,8 +1,9 @@
 # RT-DETR-X: PP-HGNetV2-X (frozen stem, frozen BN), hybrid encoder 384 wide with feed-forward
-# 2048 (CSP expansion 1.0), 6 decoder layers at 256; the official rtdetr_paddle
-# rtdetr_hgnetv2_x_6x_coco.yml setting (PPHGNetV2 arch X, return_idx [1, 2, 3], freeze_at 0
-# with freeze_stem_only, freeze_norm, lr_mult_list [0, 0.01, 0.01, 0.01, 0.01]: stem frozen,
-# stages at lr 1e-6). Otherwise the R50 recipe (_base_/rtdetr_6x_coco.py).
+# 2048 (CSP expansion 1.0), 6 decoder layers at 256; the official setting (rtdetr_paddle
+# rtdetr_hgnetv2_x_6x_coco.yml, and RT-DETRv2's rtdetrv2_hgnetv2_x_6x_coco.yml:
+# arch X, return_idx [1, 2, 3], freeze_at 0 (stem), freeze_norm, encoder hidden_dim 384 and
+# dim_feedforward 2048, decoder feat_channels 384, backbone lr 1e-6 = 0.01 x). Otherwise the
+# R50 recipe (_base_/rtdetr_6x_coco.py).
 # Published (lyuwenyu/RT-DETR README, COCO val2017, 640x640): AP 54.8, AP50 73.1, 67M params,
 # 234 GFLOPs, 74 FPS (T4, TensorRT FP16).
 #
