@@ -6,8 +6,8 @@
 # - Backbone settings as the MogaNet detection configs (configs/moganet/): stochastic depth 0.1,
 #   stem and stage 1 frozen, BN in eval mode.
 # - The MogaNet detection recipe (AdamW wd 0.05) is not used: the RT-DETR recipe's wd 1e-4
-#   applies to every backbone parameter (mmengine's 'backbone' custom key overrides
-#   norm_decay_mult), including the norms and layer scales MogaNet trains without decay.
+#   applies to every backbone parameter but the norms (weight decay 0, at the backbone lr),
+#   including the layer scales and element scales MogaNet trains without decay.
 # - The weights expect RGB with ImageNet mean/std, so the preprocessor normalises.
 #
 # Weights: mmbackbones://moganet/small (Westlake-AI/MogaNet, Apache-2.0), downloaded once,

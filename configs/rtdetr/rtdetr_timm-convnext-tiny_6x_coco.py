@@ -10,10 +10,12 @@
 # - out_indices count stages as mmdet's ResNet: stage 0 is the stride-4 level.
 # - Nothing is frozen (LayerNorm has no batch statistics); stochastic depth 0.2 is passed to
 #   timm.create_model.
-# - The layer scales (gamma) get no weight decay, as in ConvNeXt training, at the backbone's
-#   lr x0.1. mmengine applies one custom key per parameter, the longest matching first, and a
-#   custom key overrides norm_decay_mult: each gamma is listed by its full name (longer than
-#   'backbone'). ConvNeXt's LayerNorms match 'backbone' and so get the recipe's weight decay.
+# - The layer scales (gamma) get no weight decay, as in ConvNeXt training (its recipe and timm's
+#   exempt every 1-D parameter), at the backbone's lr x0.1: no norm rule covers them, so each
+#   gamma is listed by its full name (mmengine applies the longest matching key, and these are
+#   longer than 'backbone'). The LayerNorms get weight decay 0 by the recipe's norm rule (its
+#   constructor applies norm_decay_mult under the 'backbone' key); the biases keep the recipe's
+#   weight decay, as the official RT-DETR backbone group.
 # - timm's ImageNet weights expect RGB with ImageNet mean/std, so the preprocessor normalises.
 #
 # Weights: mmbackbones://timm/convnext_tiny.in12k_ft_in1k (timm on the Hugging Face hub),

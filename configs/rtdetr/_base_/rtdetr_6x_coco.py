@@ -42,16 +42,17 @@
 #   with the ImageNet mean, RandomCrop prob 0.8.
 #
 # Optimisation (official optimizer.yml / paddle optimizer_6x.yml): AdamW, lr 1e-4, betas (0.9,
-# 0.999), weight decay 1e-4; backbone lr x0.1 (1e-5); encoder and decoder norms and biases
-# without weight decay (the official regexes); gradient clipping at L2 norm 0.1. In mmengine a
-# matching custom key overrides norm_decay_mult / bias_decay_mult, so backbone parameters all
-# get the 'backbone' key's lr x0.1 and weight decay 1e-4: right for RT-DETR-R50's backbone,
-# whose BN is frozen (no parameters) and whose convs have no bias, as the official; configs
-# whose backbone norms train list them under longer keys (R18, R34: weight decay 0 as the
-# official). 72 epochs (6x) at a constant lr (the official MultiStepLR milestone, 1000 epochs,
-# is never reached) after paddle's 2000-iteration linear warm-up from 0.001 x lr
-# (rtdetr_pytorch has none; rtdetrv2_pytorch's copy of the RT-DETR configs adds a 2000-iteration
-# linear warm-up); 4 GPUs x 4 images (auto_scale_lr base 16).
+# 0.999), weight decay 1e-4; backbone lr x0.1 (1e-5); no weight decay on any norm (the
+# official R18/R34 regexes give the trained backbone norms lr 1e-5 and weight decay 0; R50's
+# are frozen) nor on the encoder's and decoder's biases; the backbone's biases keep weight
+# decay 1e-4 (the official backbone group sets only the lr); gradient clipping at L2 norm 0.1.
+# mmengine's default constructor applies a matching custom key instead of norm_decay_mult, so
+# every trainable backbone norm would decay: RTDETROptimWrapperConstructor (mmbackbones.engine)
+# also applies norm_decay_mult under custom keys; bias_decay_mult keeps mmengine's meaning
+# (only parameters no key matches, i.e. outside the backbone). 72 epochs (6x) at a constant
+# lr (the official MultiStepLR milestone, 1000 epochs, is never reached) after paddle's 2000-iteration linear
+# warm-up from 0.001 x lr (rtdetr_pytorch has none; rtdetrv2_pytorch's copy of the RT-DETR
+# configs adds a 2000-iteration linear warm-up); 4 GPUs x 4 images (auto_scale_lr base 16).
 # EMA: official ModelEMA, decay 0.9999 * (1 - exp(-updates / 2000)) over all float state
 # entries. mmdet's ExpMomentumEMA(momentum=1e-4, gamma=2000) uses momentum (1 - 1e-4) *
 # exp(-(1 + steps) / 2000) + 1e-4, i.e. decay 1 - momentum = 0.9999 * (1 - exp(-(steps + 1) /
@@ -121,6 +122,7 @@ val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
 optim_wrapper = dict(
     type='OptimWrapper',
+    constructor='RTDETROptimWrapperConstructor',
     optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=1e-4),
     clip_grad=dict(max_norm=0.1, norm_type=2),
     paramwise_cfg=dict(custom_keys={'backbone': dict(lr_mult=0.1)}, norm_decay_mult=0.0,
