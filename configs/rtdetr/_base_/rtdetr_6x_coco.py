@@ -50,9 +50,10 @@
 # every trainable backbone norm would decay: RTDETROptimWrapperConstructor (mmbackbones.engine)
 # also applies norm_decay_mult under custom keys; bias_decay_mult keeps mmengine's meaning
 # (only parameters no key matches, i.e. outside the backbone). 72 epochs (6x) at a constant
-# lr (the official MultiStepLR milestone, 1000 epochs, is never reached) after paddle's 2000-iteration linear
-# warm-up from 0.001 x lr (rtdetr_pytorch has none; rtdetrv2_pytorch's copy of the RT-DETR
-# configs adds a 2000-iteration linear warm-up); 4 GPUs x 4 images (auto_scale_lr base 16).
+# lr (the official MultiStepLR milestone, 1000 epochs, is never reached) after paddle's
+# 2000-iteration linear warm-up from 0.001 x lr (rtdetr_pytorch has none; rtdetrv2_pytorch's
+# copy of the RT-DETR configs adds a 2000-iteration linear warm-up); 4 GPUs x 4 images
+# (auto_scale_lr base 16).
 # EMA: official ModelEMA, decay 0.9999 * (1 - exp(-updates / 2000)) over all float state
 # entries. mmdet's ExpMomentumEMA(momentum=1e-4, gamma=2000) uses momentum (1 - 1e-4) *
 # exp(-(1 + steps) / 2000) + 1e-4, i.e. decay 1 - momentum = 0.9999 * (1 - exp(-(steps + 1) /
