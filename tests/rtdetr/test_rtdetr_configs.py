@@ -79,6 +79,7 @@ def test_config_builds_and_trains_one_step_with_denoising(name):
     init_default_scope(cfg.get('default_scope', 'mmdet'))
     model = MODELS.build(cfg.model)  # no init_weights: no weights are read or downloaded
     model.train()
+    check_optimiser_groups(name, cfg, model)
     # training=False: the batch augment would resize the batch to 480..800 px (it has its own
     # loss-step test in test_batch_resize.py); everything else of the preprocessor runs.
     data = model.data_preprocessor(tiny_batch(), False)
@@ -143,28 +144,52 @@ def checkpoint_name(backbone) -> str:
     return backbone.init_cfg.checkpoint[len('mmbackbones://'):]
 
 
-def test_r18_optimiser_groups_follow_the_official_regexes():
-    """rtdetr_r18vd_6x_coco.yml: backbone lr 1e-5, backbone norms weight decay 0; encoder and
-    decoder norms and biases weight decay 0; the rest lr 1e-4, weight decay 1e-4."""
-    cfg = load('rtdetr_r18vd_dec3_6x_coco.py')
-    init_default_scope('mmdet')
-    model = MODELS.build(cfg.model)
-    optim = build_optim_wrapper(model, cfg.optim_wrapper)
-    groups = {id(p): g for g in optim.optimizer.param_groups for p in g['params']}
-    norm_types = (torch.nn.modules.batchnorm._NormBase, torch.nn.LayerNorm, torch.nn.GroupNorm)
-    checked = 0
+#: norm layers by module type (timm's LayerNorm2d, BatchNormAct2d subclass these)
+NORM_TYPES = (torch.nn.modules.batchnorm._NormBase, torch.nn.LayerNorm, torch.nn.GroupNorm)
+#: parameters a config exempts from weight decay by name (ConvNeXt's layer scales)
+NO_DECAY_NAMES = {'rtdetr_timm-convnext-tiny_6x_coco.py': r'^backbone\..*\.gamma$'}
+
+
+def check_optimiser_groups(name, cfg, model):
+    """The official regexes (optimizer.yml, rtdetr_r18vd_6x_coco.yml), parameter by parameter of
+    the built optimizer: backbone lr x the config's backbone multiplier, the rest the base lr;
+    weight decay 0 on every norm (backbone norms included), on the encoder's and decoder's
+    biases and on the config's listed exemptions; the base weight decay on everything else (the
+    backbone's biases too: the official backbone group sets only the lr). Frozen parameters are
+    not in the optimizer. Called on the model the loss-step test builds."""
+    optim_cfg = cfg.optim_wrapper
+    base_lr, base_wd = optim_cfg.optimizer.lr, optim_cfg.optimizer.weight_decay
+    keys = optim_cfg.get('paramwise_cfg', {}).get('custom_keys', {})
+    recipe = 'backbone' in keys  # the demo (no key) trains the backbone at the full lr
+    backbone_lr = base_lr * keys['backbone'].lr_mult if recipe else base_lr
+    no_decay_name = re.compile(NO_DECAY_NAMES.get(name, r'^$'))
+    optim = build_optim_wrapper(model, optim_cfg)
+    groups = {}
+    for group in optim.optimizer.param_groups:
+        for param in group['params']:
+            assert id(param) not in groups, 'a parameter is in two groups'
+            groups[id(param)] = group
+    checked = norms = 0
     for module_name, module in model.named_modules():
-        for name, param in module.named_parameters(recurse=False):
-            full = f'{module_name}.{name}'
+        for param_name, param in module.named_parameters(recurse=False):
+            full = f'{module_name}.{param_name}'
+            if not param.requires_grad:
+                assert id(param) not in groups, f'{name}: frozen {full} is in the optimizer'
+                continue
             group = groups[id(param)]
             in_backbone = full.startswith('backbone.')
-            no_decay = isinstance(module, norm_types) or (name == 'bias' and not in_backbone)
-            assert group['lr'] == pytest.approx(1e-5 if in_backbone else 1e-4), full
-            assert group['weight_decay'] == (0.0 if no_decay else 1e-4), full
+            is_norm = isinstance(module, NORM_TYPES)
+            no_decay = (is_norm or bool(no_decay_name.match(full))
+                        or (param_name == 'bias' and (not in_backbone or not recipe)))
+            assert group['lr'] == pytest.approx(backbone_lr if in_backbone else base_lr), (
+                name, full, group['lr'])
+            assert group['weight_decay'] == (0.0 if no_decay else base_wd), (
+                name, full, group['weight_decay'])
             checked += 1
-    assert checked == len(list(model.parameters()))
-    backbone_norms = [m for m in model.backbone.modules() if isinstance(m, norm_types)]
-    assert len(backbone_norms) == 23  # every BN of PResNet-18 was matched (a weight decay 0)
+            norms += is_norm and in_backbone
+    assert checked == len(groups) == sum(p.requires_grad for p in model.parameters())
+    if name == 'rtdetr_r18vd_dec3_6x_coco.py':  # every BN of PResNet-18 trains, at decay 0
+        assert norms == 2 * 23
 
 
 def test_ema_hook_is_the_official_model_ema():
