@@ -28,9 +28,11 @@ records it writes the same bytes.
 """
 import copy
 import difflib
+import functools
 import gc
 import hashlib
 import json
+import logging
 import math
 import os
 import os.path as osp
@@ -170,6 +172,12 @@ def warmup_iters(iters: int, base_iters: int, base_warmup: int) -> int:
     return min(max(1, round(iters * base_warmup / base_iters)), iters - 1)
 
 
+@functools.lru_cache(maxsize=1)
+def _quickstart():
+    from mmengine.config import Config
+    return Config.fromfile(QUICKSTART)
+
+
 def build_config(cand: Candidate, *, iters: int, seed: int, data_root: str, work_dir: str,
                  cfg_options: Optional[dict] = None):
     """The quickstart config with ``cand``'s backbone, ``iters`` iterations and ``seed``.
@@ -178,10 +186,10 @@ def build_config(cand: Candidate, *, iters: int, seed: int, data_root: str, work
     anchors to strides 8..64. Checkpoints are off (a study keeps metrics, not weights);
     ``cfg_options`` (a dict of dotted keys, as ``--cfg-options``) apply last.
     """
-    from mmengine.config import Config, ConfigDict
+    from mmengine.config import ConfigDict
     if iters < 2:
         raise ValueError(f'iters={iters}: a run needs at least 2 iterations (warm-up + cosine).')
-    cfg = Config.fromfile(QUICKSTART)
+    cfg = copy.deepcopy(_quickstart())
     base_iters = cfg.train_cfg.max_iters
     warm, cosine = cfg.param_scheduler
     cfg.model.backbone = ConfigDict(cand.backbone_cfg())
@@ -229,10 +237,22 @@ def data_fingerprint(data_root: str) -> str:
     return digest.hexdigest()
 
 
-def config_hash(cand: Candidate, *, data_root: str, cfg_options: Optional[dict], threads: int,
+def config_hash(cand: Candidate, *, cfg_options: Optional[dict], threads: int,
                 data_sha: str) -> str:
     """What a run's result depends on, but for the iteration count and the seed: the full config
-    (paths replaced), the data, the thread count and the record version."""
+    (paths replaced), the data, the thread count and the record version. Memoised."""
+    memo_key = _canonical([cand.name, cand.backbone_cfg(), cand.strides, cand.act_learn_ramp,
+                           cfg_options, threads, data_sha])
+    if memo_key not in _HASHES:
+        _HASHES[memo_key] = _config_hash(cand, cfg_options, threads, data_sha)
+    return _HASHES[memo_key]
+
+
+_HASHES: Dict[str, str] = {}
+
+
+def _config_hash(cand: Candidate, cfg_options: Optional[dict], threads: int,
+                 data_sha: str) -> str:
     cfg = build_config(cand, iters=1000, seed=0, data_root='<data_root>', work_dir='<work_dir>',
                        cfg_options=cfg_options)
     state = cfg.to_dict()
@@ -424,7 +444,7 @@ class Study:
             if not hasattr(self, '_data_sha'):
                 self._data_sha = data_fingerprint(self.s.data_root)
             self._hashes[cand.name] = config_hash(
-                cand, data_root=self.s.data_root, cfg_options=self.s.cfg_options,
+                cand, cfg_options=self.s.cfg_options,
                 threads=self.s.threads, data_sha=self._data_sha)
         return self._hashes[cand.name]
 
@@ -665,9 +685,14 @@ def _get_flops_module():
     return module
 
 
+_RUNS = 0  # runs started in this process
+
+
 def train_and_evaluate(cfg, work_dir: str) -> dict:
     """Train ``cfg`` with mmengine's Runner (validating after the last iteration); return the
     COCO metrics, wall time, params and FLOPs (detector at the config's image size)."""
+    from mmengine.logging import print_log
+
     from mmbackbones.engine import launch
     os.makedirs(work_dir, exist_ok=True)
     config_path = osp.join(work_dir, 'study_config.py')
@@ -680,15 +705,32 @@ def train_and_evaluate(cfg, work_dir: str) -> dict:
     backbone_params = sum(p.numel() for p in MODELS.build(copy.deepcopy(
         cfg.model.backbone)).parameters())
     launch.check_neck_in_channels(cfg)
+    # mmengine keeps its visualizer, logger and message hub per name, process-wide: without
+    # names of its own, a second run in this process would write into the first run's logs.
+    global _RUNS
+    _RUNS += 1
+    unique = f'backbone_study_{os.getpid()}_{_RUNS}_{osp.basename(osp.dirname(work_dir))}'
+    cfg.experiment_name = unique
+    cfg.visualizer.name = unique
     runner = launch.build_runner(cfg)
     start = time.perf_counter()
     runner.train()
     wall = time.perf_counter() - start
     hub = runner.message_hub
     metrics = {}
+    scalars = hub.log_scalars
     for key, out in (('coco/bbox_mAP', 'bbox_mAP'), ('coco/bbox_mAP_50', 'bbox_mAP_50'),
                      ('coco/bbox_mAP_75', 'bbox_mAP_75')):
-        metrics[out] = float(hub.get_scalar(f'val/{key}').current())
+        if f'val/{key}' in scalars:
+            metrics[out] = float(scalars[f'val/{key}'].current())
+    empty = not metrics
+    if empty:
+        # mmdet's CocoMetric returns nothing when no box passed the score threshold: AP 0.
+        print_log(f'{work_dir}: no predictions above the score threshold on the val split; '
+                  'recording mAP 0 (empty_predictions=True)', logger='current',
+                  level=logging.WARNING)
+        metrics = dict(bbox_mAP=0.0, bbox_mAP_50=0.0, bbox_mAP_75=0.0)
+    metrics['empty_predictions'] = empty
     del runner
     gc.collect()
     info = get_feature_info(cfg.model.backbone)
