@@ -155,11 +155,17 @@ def select_candidates(names: Optional[Sequence[str]] = None) -> List[Candidate]:
 # ---------------------------------------------------------------------------------- configs
 
 
+_FEATURE_INFO: dict = {}  # memo: canonical backbone config -> FeatureInfo
+
+
 def feature_info(cand: Candidate):
     """Channels and strides of the candidate's backbone (built on the meta device), checked
     against the strides the candidate declares."""
     from mmbackbones.models import get_feature_info
-    info = get_feature_info(cand.backbone_cfg())
+    key = _canonical(cand.backbone_cfg())
+    if key not in _FEATURE_INFO:
+        _FEATURE_INFO[key] = get_feature_info(cand.backbone_cfg())
+    info = _FEATURE_INFO[key]
     if tuple(info.strides) != tuple(cand.strides):
         raise ValueError(f'candidate {cand.name}: the backbone returns strides '
                          f'{list(info.strides)}, the study expects {list(cand.strides)} '
@@ -418,11 +424,13 @@ class Study:
     """Plans and runs the study; ``trainer`` and ``timer`` can be replaced (tests)."""
 
     def __init__(self, settings: StudySettings, *, trainer: Optional[Callable] = None,
-                 timer: Optional[Callable] = None, log: Callable[[str], None] = print) -> None:
+                 timer: Optional[Callable] = None, complexity: Optional[Callable] = None,
+                 log: Callable[[str], None] = print) -> None:
         settings.validate()
         self.s = settings
         self.trainer = trainer or train_and_evaluate
         self.timer = timer or measure_pair
+        self.complexity = complexity or detector_complexity
         self.log = log
         self._hashes: Dict[str, str] = {}
         self._inputs = None
@@ -477,8 +485,10 @@ class Study:
         self.log(f'[study] timing {tag} vs {REFERENCE} ({self.s.timing_rounds} paired rounds) ...')
         start = time.perf_counter()
         ref_cfg = self.cfg(candidate(REFERENCE))
-        result = self.timer(self.cfg(cand), ref_cfg, self._inputs, rounds=self.s.timing_rounds,
+        cand_cfg = self.cfg(cand)
+        result = self.timer(cand_cfg, ref_cfg, self._inputs, rounds=self.s.timing_rounds,
                             warmup=self.s.timing_warmup)
+        result.update(self.complexity(cand_cfg))
         rec = dict(version=RECORD_VERSION, key=key, candidate=tag, threads=self.s.threads,
                    rounds=self.s.timing_rounds, warmup=self.s.timing_warmup,
                    seconds=round(time.perf_counter() - start, 1), **result)
@@ -625,7 +635,7 @@ class Study:
             infer_ms=(ref_timing['infer']['ms'] + ref_timing['infer']['ref_ms']) / 2
             if is_ref else timing['infer']['ms'],
             ref_infer_ms=(ref_timing['infer']['ms'] + ref_timing['infer']['ref_ms']) / 2,
-            **result)
+            **{k: timing[k] for k in COMPLEXITY_KEYS}, **result)
         _write_json(self.record_path(cand, seed), rec)
         return rec
 
@@ -690,20 +700,11 @@ _RUNS = 0  # runs started in this process
 
 def train_and_evaluate(cfg, work_dir: str) -> dict:
     """Train ``cfg`` with mmengine's Runner (validating after the last iteration); return the
-    COCO metrics, wall time, params and FLOPs (detector at the config's image size)."""
+    COCO bbox metrics of that validation and the training wall time."""
     from mmengine.logging import print_log
 
     from mmbackbones.engine import launch
     os.makedirs(work_dir, exist_ok=True)
-    config_path = osp.join(work_dir, 'study_config.py')
-    cfg.dump(config_path)
-    height, width = cfg.image_size
-    complexity = _get_flops_module().detector_complexity(config_path, (height, width))
-    from mmbackbones.models import get_feature_info
-    _scope()
-    from mmdet.registry import MODELS
-    backbone_params = sum(p.numel() for p in MODELS.build(copy.deepcopy(
-        cfg.model.backbone)).parameters())
     launch.check_neck_in_channels(cfg)
     # mmengine keeps its visualizer, logger and message hub per name, process-wide: without
     # names of its own, a second run in this process would write into the first run's logs.
@@ -733,11 +734,35 @@ def train_and_evaluate(cfg, work_dir: str) -> dict:
     metrics['empty_predictions'] = empty
     del runner
     gc.collect()
+    return dict(metrics, train_wall_s=round(wall, 1))
+
+
+COMPLEXITY_KEYS = ('params', 'backbone_params', 'flops', 'flops_input', 'out_channels',
+                   'out_strides')
+
+
+def detector_complexity(cfg) -> dict:
+    """Params and FLOPs of the detector (``tools/analysis/get_flops.py``'s
+    ``detector_complexity``, one image of the config's size), the backbone's params and its
+    feature channels / strides."""
+    import pprint
+    import tempfile
+    from mmdet.registry import MODELS
+
+    from mmbackbones.models import get_feature_info
+    height, width = cfg.image_size
+    with tempfile.TemporaryDirectory() as tmp:
+        path = osp.join(tmp, 'detector.py')  # the model alone: quick to parse
+        with open(path, 'w') as f:
+            f.write("default_scope = 'mmdet'\n"
+                    f'model = {pprint.pformat(cfg.model.to_dict(), width=100)}\n')
+        counts = _get_flops_module().detector_complexity(path, (height, width))
+    _scope()
+    backbone = MODELS.build(copy.deepcopy(cfg.model.backbone))
     info = get_feature_info(cfg.model.backbone)
-    return dict(metrics, train_wall_s=round(wall, 1), params=complexity['params'],
-                backbone_params=backbone_params, flops=complexity['flops'],
-                flops_input=[height, width], out_channels=list(info.channels),
-                out_strides=list(info.strides))
+    return dict(params=counts['params'], flops=counts['flops'], flops_input=[height, width],
+                backbone_params=sum(p.numel() for p in backbone.parameters()),
+                out_channels=list(info.channels), out_strides=list(info.strides))
 
 
 # ---------------------------------------------------------------------------------- report
