@@ -813,6 +813,7 @@ def write_plot(rows: List[dict], path: str) -> None:
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
     fig, axes = plt.subplots(1, 2, figsize=(12, 5))
     for ax, key, label in ((axes[0], 'infer_ms', 'inference latency, batch 1 at 192 px (ms)'),
                            (axes[1], 'train_ms', 'train step, batch 8 at 192 px (ms)')):
@@ -829,6 +830,9 @@ def write_plot(rows: List[dict], path: str) -> None:
             ax.annotate(r['candidate'], (r[key], r['bbox_mAP']), fontsize=7,
                         xytext=(4, 3), textcoords='offset points')
         ax.set_xscale('log')
+        ax.xaxis.set_major_formatter(ticker.FormatStrFormatter('%g'))
+        ax.xaxis.set_minor_formatter(ticker.FormatStrFormatter('%g'))
+        ax.tick_params(axis='x', which='minor', labelsize=7)
         ax.set_xlabel(label)
         ax.set_ylabel('COCO bbox mAP (val)')
         ax.grid(alpha=0.3)
@@ -845,8 +849,15 @@ def write_plot(rows: List[dict], path: str) -> None:
     plt.close(fig)
 
 
+def _record_order(rec: dict):
+    name = rec['candidate']
+    return (CANDIDATE_NAMES.index(name) if name in CANDIDATE_NAMES else len(CANDIDATE_NAMES),
+            name, rec['seed'])
+
+
 def report_markdown(rows: List[dict], records: List[dict], plot_rel: str,
                     stale: int = 0) -> str:
+    records = sorted(records, key=_record_order)
     first = records[0] if records else {}
     budget = first.get('budget_s')
     lat_front = {rows[i]['candidate'] for i in pareto_front(
@@ -918,10 +929,7 @@ def report_markdown(rows: List[dict], records: List[dict], plot_rel: str,
                       'coarser stride. Its row is not a pure backbone comparison.', '']
         lines += ['## Runs', '', '| candidate | seed | iterations | mAP | mAP50 | mAP75 | '
                   'train wall s | config hash |', '|:--|--:|--:|--:|--:|--:|--:|:--|']
-        for rec in sorted(records, key=lambda r: (CANDIDATE_NAMES.index(r['candidate'])
-                                                   if r['candidate'] in CANDIDATE_NAMES
-                                                   else len(CANDIDATE_NAMES), r['candidate'],
-                                                   r['seed'])):
+        for rec in records:
             lines.append(f'| {rec["candidate"]} | {rec["seed"]} | {rec["iters"]} | '
                          f'{rec["bbox_mAP"]:.3f} | {rec["bbox_mAP_50"]:.3f} | '
                          f'{rec["bbox_mAP_75"]:.3f} | {rec["train_wall_s"]:.0f} | '
@@ -932,7 +940,18 @@ def report_markdown(rows: List[dict], records: List[dict], plot_rel: str,
                       'config or seed set) are not part of this report.', '']
     command = first.get('command') or ('python tools/analysis/backbone_study.py --budget-s 150 '
                                        '--seeds 0 --top-k-second-seed 3 --threads 2')
+    lines += ['## Candidates', '', '| candidate | backbone config (plus frozen_stages=-1, '
+              'norm_eval=False, init_cfg=None) | levels | note |', '|:--|:--|:--|:--|']
+    for cand in CANDIDATES:
+        args = ', '.join(f'{k}={v!r}' for k, v in cand.backbone.items())
+        note = cand.note
+        if cand.act_learn_ramp:
+            note += ('; ' if note else '') + (
+                f'VanillaNetActLearnHook ramps act_learn 0 -> 1 over the first '
+                f'{cand.act_learn_ramp:.2g} of the run, as in its demo config')
+        lines.append(f'| {cand.name} | `dict({args})` | {cand.levels} | {note or "-"} |')
     lines += [
+        '',
         '## Commands',
         '',
         '```bash',
@@ -956,7 +975,7 @@ def report_markdown(rows: List[dict], records: List[dict], plot_rel: str,
         '- **From scratch, short schedules.** No pretrained weights, a few hundred iterations: '
         'it measures how fast a backbone learns from nothing in a small budget, not the '
         'accuracy it reaches with ImageNet weights or long training.',
-        '- **CPU.** Budgets and latencies are CPU timings (fp32, the thread count above). On a '
+        '- **CPU.** Budgets and latencies are CPU timings (fp32, the thread count of the command). On a '
         'GPU the cost ratios, and so the iteration counts and the ranking, change (depthwise '
         'convs and memory-bound blocks fare differently).',
         '- **One lr / augmentation setting.** The quickstart\'s AdamW 2e-3 and flip for every '
