@@ -571,7 +571,17 @@ class Study:
         return todo
 
     def run(self, *, dry_run: bool = False) -> int:
-        """Run what is missing; returns the number of failed runs."""
+        """Run what is missing (with ``threads`` torch threads); returns the number of failed
+        runs."""
+        import torch
+        threads = torch.get_num_threads()
+        torch.set_num_threads(self.s.threads)
+        try:
+            return self._run(dry_run)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _run(self, dry_run: bool) -> int:
         self.prepare_data()
         if dry_run:
             self.log('[study] dry run: phase-1 timings are measured (and kept for the real '

@@ -102,8 +102,6 @@ def study_command(args) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    import torch
-    torch.set_num_threads(args.threads)
     settings = bs.StudySettings(
         budget_s=args.budget_s, candidates=args.selected, seeds=args.seeds,
         top_k_second_seed=args.top_k_second_seed, results_dir=args.results_dir,
