@@ -363,8 +363,8 @@ class StudySettings:
     work_dir: str = osp.join('work_dirs', 'backbone_study')
     data_root: str = osp.join('data', 'demo')
     threads: int = 2
-    timing_rounds: int = 10
-    timing_warmup: int = 2
+    timing_rounds: int = 8
+    timing_warmup: int = 1
     cfg_options: dict = field(default_factory=dict)
     command: str = ''  # the normalised command line, for the report
 
@@ -407,21 +407,9 @@ def _write_json(path: str, obj: dict) -> None:
     atomic_write(path, lambda f: f.write(data))
 
 
-def load_records(results_dir: str) -> List[dict]:
-    """Every run record in ``results_dir`` (sorted by file name)."""
-    if not osp.isdir(results_dir):
-        return []
-    records = []
-    for name in sorted(os.listdir(results_dir)):
-        if name.endswith('.json') and not name.startswith('.'):
-            rec = _read_json(osp.join(results_dir, name))
-            if rec and rec.get('version') == RECORD_VERSION and 'candidate' in rec:
-                records.append(rec)
-    return records
-
-
 class Study:
-    """Plans and runs the study; ``trainer`` and ``timer`` can be replaced (tests)."""
+    """Plans and runs the study. ``trainer`` (train + evaluate one config), ``timer``
+    (phase-1 paired timing) and ``complexity`` (params / FLOPs) can be replaced, e.g. in tests."""
 
     def __init__(self, settings: StudySettings, *, trainer: Optional[Callable] = None,
                  timer: Optional[Callable] = None, complexity: Optional[Callable] = None,
@@ -442,9 +430,10 @@ class Study:
         if osp.isfile(ann):
             self.log(f'[study] data: {self.s.data_root} (existing data set, used as it is)')
             return
+        size = tuple(_quickstart().image_size)
         self.log(f'[study] data: generating the demo data set in {self.s.data_root} '
-                 '(800 train / 150 val, 192 px, seed 0)')
-        make_demo_dataset(self.s.data_root, num_train=800, num_val=150, image_size=(192, 192),
+                 f'(800 train / 150 val, {size[0]} x {size[1]} px, seed 0, as tools/demo.py)')
+        make_demo_dataset(self.s.data_root, num_train=800, num_val=150, image_size=size,
                           seed=0, progress=False)
 
     def chash(self, cand: Candidate) -> str:

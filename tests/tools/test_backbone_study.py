@@ -162,10 +162,39 @@ def test_resume_reruns_only_what_is_missing(tmp_path, tiny_demo_data):
     assert any('4 record(s)' in line and 'not used' in line for line in log)
     assert len(list((tmp_path / 'res').glob('*.json'))) == 8  # the old ones kept, unused
 
+    assert {r['budget_s'] for r in study().current_records()} == {3.0}  # what --report uses
+    assert len(study().current_records()) == 4
+
     work.trained.clear(), work.timed.clear()
     study(cfg_options={'model.bbox_head.stacked_convs': 1}).run()  # a changed config
     assert len(work.trained) == 4  # new config hash: new records
     assert len(work.timed) == 3  # and new timings (their key holds the config hash)
+
+
+def test_interrupted_study_resumes(tmp_path, tiny_demo_data):
+    """A run that dies (here: raises) leaves no record; the next invocation runs only it."""
+    work = FakeWork()
+    failing = work.trainer
+
+    def trainer(cfg, work_dir):
+        if Path(work_dir).parent.name == 'YOLOv8-n':
+            raise RuntimeError('killed')
+        return failing(cfg, work_dir)
+
+    settings = dict(budget_s=3.0, candidates=bs.select_candidates(['YOLOv8-n']),
+                    results_dir=str(tmp_path / 'res'), work_dir=str(tmp_path / 'work'),
+                    data_root=tiny_demo_data['root'], threads=1)
+    log = []
+    first = bs.Study(bs.StudySettings(**settings), trainer=trainer, timer=work.timer,
+                     complexity=work.complexity, log=log.append)
+    assert first.run() == 1
+    assert any('YOLOv8-n seed 0: FAILED: RuntimeError: killed' in line for line in log)
+    assert [p.name.split('__')[0] for p in (tmp_path / 'res').glob('*.json')] == [bs.REFERENCE]
+    work.trained.clear()
+    second = bs.Study(bs.StudySettings(**settings), trainer=work.trainer, timer=work.timer,
+                      complexity=work.complexity, log=log.append)
+    assert second.run() == 0
+    assert work.trained == [('YOLOv8-n', 0, 60)]
 
 
 # ---------------------------------------------------------------------------------- report

@@ -3,7 +3,7 @@
 
     python tools/analysis/backbone_study.py --budget-s 150 --top-k-second-seed 3 --threads 2
         [--candidates NAME ...] [--seeds 0] [--results-dir DIR] [--work-dir DIR]
-        [--data-root data/demo] [--timing-rounds 10] [--timing-warmup 2]
+        [--data-root data/demo] [--timing-rounds 8] [--timing-warmup 1]
         [--cfg-options k=v ...] [--dry-run] [--report] [--report-only]
 
 Phase 1 times every detector's training step paired with the mmdet ResNet-18 detector and plans
@@ -44,10 +44,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--data-root', default=osp.join('data', 'demo'),
                         help='demo data set (generated with the demo defaults if missing)')
     parser.add_argument('--threads', type=int, default=2, help='torch threads (default 2)')
-    parser.add_argument('--timing-rounds', type=int, default=10,
-                        help='paired rounds per phase-1 timing (default 10)')
-    parser.add_argument('--timing-warmup', type=int, default=2,
-                        help='warm-up calls per phase-1 timing (default 2)')
+    parser.add_argument('--timing-rounds', type=int, default=8,
+                        help='paired rounds per phase-1 timing (default 8)')
+    parser.add_argument('--timing-warmup', type=int, default=1,
+                        help='warm-up calls per phase-1 timing (default 1)')
     parser.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
                         help='config overrides for every run (part of the config hash)')
     parser.add_argument('--dry-run', action='store_true',
@@ -87,7 +87,7 @@ def study_command(args) -> str:
     if args.top_k_second_seed:
         cmd += ['--top-k-second-seed', str(args.top_k_second_seed)]
     cmd += ['--threads', str(args.threads)]
-    for opt, default in (('timing_rounds', 10), ('timing_warmup', 2)):
+    for opt, default in (('timing_rounds', 8), ('timing_warmup', 1)):
         if getattr(args, opt) != default:
             cmd += [f'--{opt.replace("_", "-")}', str(getattr(args, opt))]
     for opt, default in (('data_root', osp.join('data', 'demo')),
