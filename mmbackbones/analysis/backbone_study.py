@@ -630,6 +630,8 @@ class Study:
                                                             timing['train']['ratio_high']],
             train_ms=plan['ref_train_ms'] * (1.0 if is_ref else timing['train']['ratio']),
             ref_train_ms=plan['ref_train_ms'],
+            # R18 against a second R18: the noise floor of the paired ratios on this machine
+            ref_self_ratio=[ref_timing['train'][k] for k in ('ratio', 'ratio_low', 'ratio_high')],
             infer_ratio=1.0 if is_ref else timing['infer']['ratio'],
             infer_ms=(ref_timing['infer']['ms'] + ref_timing['infer']['ref_ms']) / 2
             if is_ref else timing['infer']['ms'],
@@ -854,6 +856,15 @@ def _record_order(rec: dict):
             name, rec['seed'])
 
 
+def _noise_floor(rec: dict) -> str:
+    ratio = rec.get('ref_self_ratio')
+    if not ratio:
+        return ''
+    return (f' The same measurement of R18 against a second R18 gave x{ratio[0]:.3f} (90% '
+            f'interval {ratio[1]:.3f}-{ratio[2]:.3f}): train-time ratios closer to 1 than that '
+            'are not told apart.')
+
+
 def report_markdown(rows: List[dict], records: List[dict], plot_rel: str,
                     stale: int = 0) -> str:
     records = sorted(records, key=_record_order)
@@ -888,7 +899,7 @@ def report_markdown(rows: List[dict], records: List[dict], plot_rel: str,
             f'{first["ref_train_ms"]:.1f} ms with {first["threads"]} threads), a candidate '
             'round(N_R18 / r) iterations, where r is its train-step time over R18\'s, measured '
             'paired in one process (alternating, same batch and threads). Machine noise thus '
-            'changes no iteration count within a study.',
+            'changes no iteration count within a study.' + _noise_floor(first),
             '',
             '| candidate | family | params (M) backbone / detector | GFLOPs | train ms/iter '
             '(x R18) | iterations | mAP | mAP50 | mAP75 | infer ms (x R18) | seeds | Pareto |',

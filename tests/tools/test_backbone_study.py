@@ -207,7 +207,7 @@ def _record(name, seed, infer_ms, train_ms, m, baseline=False):
                 train_ratio=train_ms / 100, train_ms=train_ms, ref_train_ms=100.0,
                 infer_ratio=infer_ms / 10, infer_ms=infer_ms, ref_infer_ms=10.0, bbox_mAP=m,
                 bbox_mAP_50=m + 0.1, bbox_mAP_75=m - 0.1, train_wall_s=60.0, params=2e6,
-                backbone_params=1e6, flops=3e9)
+                backbone_params=1e6, flops=3e9, ref_self_ratio=[1.01, 0.95, 1.08])
 
 
 def test_pareto_front_hand_made():
@@ -247,6 +247,7 @@ def test_report_from_records_is_deterministic(tmp_path):
     assert rows['YOLOv8-n'][4] == '50.0 (x0.50)' and rows['YOLOv8-n'][9] == '5.0 (x0.50)'
     assert list(rows) == ['HGNetV2-b0', '**mmdet-ResNet-18**', 'MogaNet-xtiny', 'YOLOv8-n']
     assert '2 other record(s)' in text
+    assert 'R18 against a second R18 gave x1.010 (90% interval 0.950-1.080)' in text
     assert 'python tools/analysis/backbone_study.py x --report-only' in text
     assert '## What this study does not show' in text and 'Synthetic data' in text
     assert '(study/pareto.png)' in text
@@ -305,6 +306,8 @@ def test_real_study_on_tiny_data(tmp_path, tiny_demo_data, load_tool, capsys):
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     text = (tmp_path / 'study.md').read_text()
     assert '| YOLOv8-n |' in text and '| **mmdet-ResNet-18** |' in text
+    assert f'N_R18 = {n_ref} iterations' in text
+    assert f"R18 against a second R18 gave x{ref['train']['ratio']:.3f}" in text
 
     assert tool.main(argv + ['--dry-run']) == 0
     plan = capsys.readouterr().out
