@@ -318,9 +318,16 @@ def timing_inputs(cfg):
 
 
 def _train_step(cfg, batch) -> Callable[[], object]:
+    from mmengine.logging import MMLogger
     from mmengine.optim import build_optim_wrapper
     model = _build_detector(cfg).train()
-    optim = build_optim_wrapper(model, copy.deepcopy(cfg.optim_wrapper))
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel(logging.WARNING)  # not one line per parameter group, for every timing
+    try:
+        optim = build_optim_wrapper(model, copy.deepcopy(cfg.optim_wrapper))
+    finally:
+        logger.setLevel(level)
     return lambda: model.train_step(batch, optim)
 
 
@@ -976,7 +983,9 @@ def report_markdown(rows: List[dict], records: List[dict], plot_rel: str,
         'candidate, seed, budget and config hash. Started again, the study trains only what is '
         'missing; a record of another budget or config (hash of the whole config, the data '
         'annotations and the thread count) or another iteration count is never reused: those '
-        'runs train anew. Phase-1 timings are kept in `results/timing/` under the same rule.',
+        'runs train anew. Phase-1 timings are kept in `results/timing/` under the same rule. '
+        'Run phase 1 on a quiet machine: the paired ratios survive background load, but the '
+        'R18 step time, measured once, sets every iteration count.',
         '',
         '## What this study does not show',
         '',
