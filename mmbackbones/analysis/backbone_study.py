@@ -897,7 +897,11 @@ def report_markdown(rows: List[dict], records: List[dict], plot_rel: str,
         '',
     ]
     if not rows:
-        lines += ['No records yet: run the study (commands below), then `--report`.', '']
+        lines += ['No records for these settings yet: run the study (commands below), then '
+                  '`--report`.', '']
+        if stale:
+            lines += [f'{stale} record(s) in the results directory belong to other settings '
+                      '(budget, config or seeds) and are not used.', '']
     else:
         lines += [
             f'Every run had the same training budget of **{budget:g} s** of '
