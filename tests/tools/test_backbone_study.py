@@ -1,0 +1,316 @@
+# Copyright (c) mmbackbones contributors. Licensed under the Apache License, Version 2.0.
+"""tools/analysis/backbone_study.py: plan arithmetic, candidates, resume, report, one real run."""
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from mmbackbones.analysis import backbone_study as bs
+
+# Shrinks the quickstart detector for the real run: tiny batch, small FPN / head, no workers;
+# score_thr 0 so a few iterations still leave boxes to evaluate.
+TINY_OPTIONS = [
+    'train_dataloader.batch_size=1', 'model.neck.out_channels=32',
+    'model.bbox_head.in_channels=32', 'model.bbox_head.feat_channels=32',
+    'model.bbox_head.stacked_convs=1', 'model.test_cfg.score_thr=0.0',
+] + [f'{split}_dataloader.{key}' for split in ('train', 'val', 'test')
+     for key in ('num_workers=0', 'persistent_workers=False')]
+
+
+def test_plan_iterations_from_ratios():
+    n_ref, iters = bs.plan_iterations(60, 200.0, {'a': 1.0, 'b': 2.0, 'c': 0.4, 'd': 0.7,
+                                                  'slow': 1000.0})
+    assert n_ref == 300  # 60 s / 0.2 s
+    assert iters == {'a': 300, 'b': 150, 'c': 750, 'd': 429, 'slow': 2}  # 300/0.7 = 428.6
+    assert bs.warmup_iters(1200, 1200, 100) == 100  # the quickstart itself
+    assert bs.warmup_iters(300, 1200, 100) == 25
+    assert bs.warmup_iters(2, 1200, 100) == 1
+    with pytest.raises(ValueError, match='budget_s=0 must be > 0'):
+        bs.plan_iterations(0, 200.0, {'a': 1.0})
+    with pytest.raises(ValueError, match="b: train-step ratio -1.0 must be > 0"):
+        bs.plan_iterations(10, 200.0, {'b': -1.0})
+
+
+def test_candidate_validation():
+    chosen = bs.select_candidates(['YOLOv8-n'])
+    assert [c.name for c in chosen] == ['YOLOv8-n', bs.REFERENCE]  # reference always added
+    with pytest.raises(ValueError) as info:
+        bs.select_candidates(['YOLOv8n', 'nope'])
+    msg = str(info.value)
+    assert "--candidates: ['YOLOv8n', 'nope'] are not a study candidate" in msg
+    assert "'YOLOv8n': did you mean 'YOLOv8-n'?" in msg
+    assert ', '.join(bs.CANDIDATE_NAMES) in msg
+    with pytest.raises(ValueError, match=r"\['HGNetV2-b0'\] given more than once"):
+        bs.select_candidates(['HGNetV2-b0', 'HGNetV2-b0'])
+
+
+def test_cli_argument_errors(load_tool, capsys):
+    tool = load_tool('analysis/backbone_study')
+    with pytest.raises(SystemExit) as exc:
+        tool.main(['--candidates', 'ResNet18', '--dry-run'])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--candidates: ['ResNet18'] is not a study candidate" in err
+    assert 'mmdet-ResNet-18' in err and 'VanillaNet-7' in err
+    with pytest.raises(ValueError, match=r'--seeds: \[0, 0\] must be distinct'):
+        bs.StudySettings(budget_s=1, candidates=bs.select_candidates(), seeds=[0, 0]).validate()
+    with pytest.raises(ValueError, match='--budget-s: -5 must be a positive number'):
+        bs.StudySettings(budget_s=-5, candidates=bs.select_candidates()).validate()
+
+
+def test_every_candidate_config_builds_with_four_levels():
+    """Each row of CANDIDATES: the strides it declares, neck in_channels from the backbone, and
+    backbone and neck build and run (meta device: no weights, no compute), and the neck's
+    levels are the head's anchor strides."""
+    from mmdet.registry import MODELS
+    from mmengine.registry import init_default_scope
+    init_default_scope('mmdet')
+    assert len(bs.CANDIDATES) == 15
+    p3_p6 = {c.name for c in bs.CANDIDATES if tuple(c.strides) == bs.P3_P6}
+    assert p3_p6 == {'ShuffleNetV2-x1.0'}  # the one backbone without a stride-4 stage
+    for cand in bs.CANDIDATES:
+        cfg = bs.build_config(cand, iters=10, seed=0, data_root='data/demo', work_dir='w')
+        assert cfg.model.backbone.init_cfg is None and cfg.model.backbone.norm_eval is False
+        with torch.device('meta'):
+            backbone, neck = MODELS.build(cfg.model.backbone), MODELS.build(cfg.model.neck)
+            feats = backbone(torch.empty(1, 3, 192, 192))
+            outs = neck(feats)
+        strides = tuple(192 // f.shape[-1] for f in feats)
+        assert strides == tuple(cand.strides), cand.name
+        assert len(outs) == 4, cand.name  # P2-P5, or P3-P6 with the FPN's extra level
+        head_strides = [192 // o.shape[-1] for o in outs]
+        assert head_strides == list(cfg.model.bbox_head.anchor_generator.strides), cand.name
+        if cand.name == 'VanillaNet-7':
+            assert cfg.custom_hooks[0]['ramp'] == 3  # a third of 10 iterations
+
+
+# ---------------------------------------------------------------------------------- resume
+
+
+class FakeWork:
+    """Stand-ins for phase-1 timing and training: fixed numbers, every call counted."""
+    MAPS = {'YOLOv8-n': 0.30, 'HGNetV2-b0': 0.40, bs.REFERENCE: 0.35}
+    RATIOS = {'YOLOv8CSPDarknet': 0.5, 'HGNetV2': 1.5, 'mmdet.ResNet': 1.0}
+
+    def __init__(self):
+        self.trained, self.timed = [], []
+
+    def timer(self, cand_cfg, ref_cfg, inputs, *, rounds, warmup):
+        kind = cand_cfg.model.backbone.type
+        self.timed.append(kind)
+        r = self.RATIOS[kind]
+        return dict(train=dict(ms=100 * r, ref_ms=100.0, ratio=r, ratio_low=r, ratio_high=r,
+                               rounds=rounds),
+                    infer=dict(ms=10 * r, ref_ms=10.0, ratio=r, ratio_low=r, ratio_high=r,
+                               rounds=rounds))
+
+    def trainer(self, cfg, work_dir):
+        name = Path(work_dir).parent.name
+        seed = cfg.randomness.seed
+        self.trained.append((name, seed, cfg.train_cfg.max_iters))
+        m = self.MAPS[name] + 0.01 * seed
+        return dict(bbox_mAP=m, bbox_mAP_50=m + 0.2, bbox_mAP_75=m - 0.1, train_wall_s=1.0,
+                    empty_predictions=False)
+
+    @staticmethod
+    def complexity(cfg):
+        return dict(params=1000, backbone_params=500, flops=10**9, flops_input=[192, 192],
+                    out_channels=[1, 2, 3, 4], out_strides=[4, 8, 16, 32])
+
+
+def test_resume_reruns_only_what_is_missing(tmp_path, tiny_demo_data):
+    work = FakeWork()
+    log = []
+
+    def study(**kw):
+        settings = dict(budget_s=3.0, candidates=bs.select_candidates(['YOLOv8-n', 'HGNetV2-b0']),
+                        top_k_second_seed=1, results_dir=str(tmp_path / 'res'),
+                        work_dir=str(tmp_path / 'work'), data_root=tiny_demo_data['root'],
+                        threads=1)
+        settings.update(kw)
+        return bs.Study(bs.StudySettings(**settings), trainer=work.trainer, timer=work.timer,
+                        complexity=work.complexity, log=log.append)
+
+    assert study().run() == 0
+    # t_ref = 100 ms -> 30 iterations for R18; ratio 0.5 -> 60, 1.5 -> 20. Top-1 (HGNetV2-b0,
+    # mAP 0.40) gets seed 1.
+    assert sorted(work.trained) == sorted([('YOLOv8-n', 0, 60), ('HGNetV2-b0', 0, 20),
+                                           (bs.REFERENCE, 0, 30), ('HGNetV2-b0', 1, 20)])
+    assert sorted(work.timed) == ['HGNetV2', 'YOLOv8CSPDarknet', 'mmdet.ResNet']
+    records = sorted(p.name for p in (tmp_path / 'res').glob('*.json'))
+    assert len(records) == 4
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / 'res').glob('*.json')}
+
+    work.trained.clear(), work.timed.clear(), log.clear()
+    assert study().run() == 0  # a second invocation: nothing trained, nothing timed
+    assert work.trained == [] and work.timed == []
+    assert sum('done earlier, not re-run' in line for line in log) == 4
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+    (victim, ) = (tmp_path / 'res').glob('YOLOv8-n__seed0__*.json')
+    victim.unlink()
+    study().run()
+    assert work.trained == [('YOLOv8-n', 0, 60)]  # only the deleted one
+    assert victim.is_file()
+
+    work.trained.clear(), log.clear()
+    study(budget_s=6.0).run()  # a changed budget: every run again, twice the iterations
+    assert sorted(work.trained) == sorted([('YOLOv8-n', 0, 120), ('HGNetV2-b0', 0, 40),
+                                           (bs.REFERENCE, 0, 60), ('HGNetV2-b0', 1, 40)])
+    assert any('4 record(s)' in line and 'not used' in line for line in log)
+    assert len(list((tmp_path / 'res').glob('*.json'))) == 8  # the old ones kept, unused
+
+    assert {r['budget_s'] for r in study().current_records()} == {3.0}  # what --report uses
+    assert len(study().current_records()) == 4
+
+    work.trained.clear(), work.timed.clear()
+    study(cfg_options={'model.bbox_head.stacked_convs': 1}).run()  # a changed config
+    assert len(work.trained) == 4  # new config hash: new records
+    assert len(work.timed) == 3  # and new timings (their key holds the config hash)
+
+
+def test_interrupted_study_resumes(tmp_path, tiny_demo_data):
+    """A run that dies (here: raises) leaves no record; the next invocation runs only it."""
+    work = FakeWork()
+    failing = work.trainer
+
+    def trainer(cfg, work_dir):
+        if Path(work_dir).parent.name == 'YOLOv8-n':
+            raise RuntimeError('killed')
+        return failing(cfg, work_dir)
+
+    settings = dict(budget_s=3.0, candidates=bs.select_candidates(['YOLOv8-n']),
+                    results_dir=str(tmp_path / 'res'), work_dir=str(tmp_path / 'work'),
+                    data_root=tiny_demo_data['root'], threads=1)
+    log = []
+    first = bs.Study(bs.StudySettings(**settings), trainer=trainer, timer=work.timer,
+                     complexity=work.complexity, log=log.append)
+    assert first.run() == 1
+    assert any('YOLOv8-n seed 0: FAILED: RuntimeError: killed' in line for line in log)
+    assert [p.name.split('__')[0] for p in (tmp_path / 'res').glob('*.json')] == [bs.REFERENCE]
+    work.trained.clear()
+    second = bs.Study(bs.StudySettings(**settings), trainer=work.trainer, timer=work.timer,
+                      complexity=work.complexity, log=log.append)
+    assert second.run() == 0
+    assert work.trained == [('YOLOv8-n', 0, 60)]
+
+
+# ---------------------------------------------------------------------------------- report
+
+
+def _record(name, seed, infer_ms, train_ms, m, baseline=False):
+    return dict(version=bs.RECORD_VERSION, candidate=name, family='f', levels='P2-P5',
+                baseline=baseline, seed=seed, budget_s=60.0, config_hash='h' * 16, iters=100,
+                ref_iters=100, threads=2, command='python tools/analysis/backbone_study.py x',
+                train_ratio=train_ms / 100, train_ms=train_ms, ref_train_ms=100.0,
+                infer_ratio=infer_ms / 10, infer_ms=infer_ms, ref_infer_ms=10.0, bbox_mAP=m,
+                bbox_mAP_50=m + 0.1, bbox_mAP_75=m - 0.1, train_wall_s=60.0, params=2e6,
+                backbone_params=1e6, flops=3e9, ref_self_ratio=[1.01, 0.95, 1.08])
+
+
+def test_pareto_front_hand_made():
+    # (cost, mAP): A and B are the front; C is beaten by A (cheaper, better), D by B (same mAP,
+    # dearer); E ties A exactly, so neither dominates the other.
+    points = [(10, 0.5), (20, 0.6), (15, 0.4), (30, 0.6), (10, 0.5)]
+    assert bs.pareto_front(points) == [0, 1, 4]
+    assert bs.pareto_front([(1, 0.1)]) == [0]
+    assert bs.pareto_front([]) == []
+
+
+def test_report_from_records_is_deterministic(tmp_path):
+    records = [
+        _record('YOLOv8-n', 0, infer_ms=5, train_ms=50, m=0.30),
+        _record('HGNetV2-b0', 0, infer_ms=8, train_ms=200, m=0.50),
+        _record('HGNetV2-b0', 1, infer_ms=8, train_ms=200, m=0.40),
+        _record('MogaNet-xtiny', 0, infer_ms=20, train_ms=40, m=0.35),
+        _record(bs.REFERENCE, 0, infer_ms=10, train_ms=100, m=0.40, baseline=True),
+    ]
+    md, png = tmp_path / 'docs' / 'study.md', tmp_path / 'docs' / 'study' / 'pareto.png'
+    bs.write_report(records, str(md), str(png), stale=2)
+    text, image = md.read_text(), png.read_bytes()
+    assert image[:8] == b'\x89PNG\r\n\x1a\n'
+    rows = {line.split('|')[1].strip(): [c.strip() for c in line.split('|')[1:-1]]
+            for line in text.split('## Runs')[0].splitlines() if line.startswith('| ')
+            and not line.startswith('| candidate')}
+    # HGNetV2-b0: mean 0.45 of two seeds. Latency front: YOLOv8-n (5 ms, 0.30), HGNetV2-b0
+    # (8 ms, 0.45); R18 (10 ms, 0.40) and MogaNet (20 ms, 0.35) are beaten by HGNetV2-b0.
+    # Train front: MogaNet (40 ms, 0.35), R18 (100 ms, 0.40), HGNetV2-b0 (200 ms, 0.45);
+    # YOLOv8-n (50 ms, 0.30) is beaten by MogaNet.
+    assert rows['HGNetV2-b0'][6] == '0.450 (0.500 / 0.400)'
+    assert rows['HGNetV2-b0'][10] == '0,1'
+    assert rows['HGNetV2-b0'][11] == 'latency, train'
+    assert rows['YOLOv8-n'][11] == 'latency'
+    assert rows['MogaNet-xtiny'][11] == 'train'
+    assert rows['**mmdet-ResNet-18**'][11] == 'train'
+    assert rows['YOLOv8-n'][4] == '50.0 (x0.50)' and rows['YOLOv8-n'][9] == '5.0 (x0.50)'
+    assert list(rows) == ['HGNetV2-b0', '**mmdet-ResNet-18**', 'MogaNet-xtiny', 'YOLOv8-n']
+    assert '2 other record(s)' in text
+    assert 'R18 against a second R18 gave x1.010 (90% interval 0.950-1.080)' in text
+    assert 'python tools/analysis/backbone_study.py x --report-only' in text
+    assert '## What this study does not show' in text and 'Synthetic data' in text
+    assert '(study/pareto.png)' in text
+    bs.write_report(list(reversed(records)), str(md), str(png), stale=2)
+    assert md.read_text() == text and png.read_bytes() == image  # same records, same bytes
+
+
+# ---------------------------------------------------------------------------------- real run
+
+
+def _scalars(run_dir: Path) -> dict:
+    """The last COCO entry of the run's own mmengine scalar log."""
+    (path, ) = run_dir.glob('*/vis_data/scalars.json')
+    entries = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [e for e in entries if 'coco/bbox_mAP' in e][-1]
+
+
+def test_real_study_on_tiny_data(tmp_path, tiny_demo_data, load_tool, capsys):
+    """Two candidates (YOLOv8-n and the R18 reference), real timing, training and evaluation;
+    then a second invocation that trains nothing, the dry-run plan and the report."""
+    tool = load_tool('analysis/backbone_study')
+    res, work = tmp_path / 'res', tmp_path / 'work'
+    argv = ['--budget-s', '0.5', '--candidates', 'YOLOv8-n', '--threads', '1',
+            '--timing-rounds', '2', '--timing-warmup', '0', '--results-dir', str(res),
+            '--work-dir', str(work), '--data-root', tiny_demo_data['root'],
+            '--cfg-options', *TINY_OPTIONS]
+    assert tool.main(argv) == 0
+    out = capsys.readouterr().out
+    ref = json.loads((res / 'timing' / 'reference.json').read_text())
+    yolo = json.loads((res / 'timing' / 'YOLOv8-n.json').read_text())
+    t_ref = (ref['train']['ms'] + ref['train']['ref_ms']) / 2
+    n_ref = max(2, round(500 / t_ref))
+    expected = {bs.REFERENCE: n_ref, 'YOLOv8-n': max(2, round(n_ref / yolo['train']['ratio']))}
+    records = {}
+    for path in res.glob('*.json'):
+        rec = json.loads(path.read_text())
+        records[rec['candidate']] = rec
+    assert set(records) == set(expected)
+    for name, rec in records.items():
+        assert rec['iters'] == expected[name], out[-3000:]
+        logged = _scalars(work / name / 'seed_0')
+        for key in ('bbox_mAP', 'bbox_mAP_50', 'bbox_mAP_75'):
+            assert rec[key] == pytest.approx(logged[f'coco/{key}']), name
+        assert rec['flops'] > 0 and rec['params'] > rec['backbone_params'] > 0
+    from mmbackbones.models import YOLOv8CSPDarknet
+    assert records['YOLOv8-n']['backbone_params'] == sum(
+        p.numel() for p in YOLOv8CSPDarknet(arch='n').parameters())
+    assert records['YOLOv8-n']['train_ratio'] == yolo['train']['ratio']
+    assert records['YOLOv8-n']['infer_ratio'] == yolo['infer']['ratio']
+    stamps = {p: p.stat().st_mtime_ns for p in res.rglob('*.json')}
+
+    assert tool.main(argv + ['--report', '--report-md', str(tmp_path / 'study.md'),
+                             '--plot', str(tmp_path / 'study' / 'pareto.png')]) == 0
+    out = capsys.readouterr().out
+    assert out.count('done earlier, not re-run') == 2 and 'training' not in out
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    text = (tmp_path / 'study.md').read_text()
+    assert '| YOLOv8-n |' in text and '| **mmdet-ResNet-18** |' in text
+    assert f'N_R18 = {n_ref} iterations' in text
+    assert f"R18 against a second R18 gave x{ref['train']['ratio']:.3f}" in text
+
+    assert tool.main(argv + ['--dry-run']) == 0
+    plan = capsys.readouterr().out
+    assert f'N_R18 = {n_ref} iterations' in plan
+    assert f"| {expected['YOLOv8-n']} |" in plan.split('| YOLOv8-n |')[1].splitlines()[0]
+    assert os.listdir(work / 'YOLOv8-n') == ['seed_0']  # the dry run trained nothing
