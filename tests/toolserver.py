@@ -1,19 +1,21 @@
 # Copyright (c) mmbackbones contributors. Licensed under the Apache License, Version 2.0.
-"""Run command-line tools in forked copies of one interpreter that imported mmbackbones once.
+"""Run command-line tools in forked copies of one interpreter that imported their modules once.
 
 Every ``python tools/x.py`` start-up imports torch, mmengine, mmcv, mmdet and mmbackbones anew:
 5-7 s of CPU per call on a 2-core test machine, most of a converter test's cost. ``ToolServer``
 starts one interpreter (same executable, environment and working directory as the subprocess it
-replaces) that imports ``mmbackbones`` once and then forks one child per call. A child is a fresh
-copy of that just-imported state (nothing carries over from one call to the next) and runs the
-script the way ``python script.py`` does: as ``__main__``, with ``sys.argv`` set and the script's
-folder as ``sys.path[0]``, stdin at ``/dev/null`` and stdout / stderr captured at the
-file-descriptor level (so loggers bound to the original streams are captured too). Its exit status
-is the one Python gives: 0, the ``SystemExit`` code (1 with the message on stderr for a non-int),
-1 after an uncaught exception (traceback on stderr), ``-N`` when killed by signal N.
+replaces) that runs the top level of the given scripts once, without their ``__main__`` block: it
+imports exactly the modules those scripts import before any of their own code runs. Then it
+forks one child per call. A child is a fresh copy of that state (nothing carries over from one
+call to the next) and runs the script the way ``python script.py`` does: as ``__main__``, with
+``sys.argv`` set and the script's folder as ``sys.path[0]``, stdin at ``/dev/null`` and stdout /
+stderr captured at the file-descriptor level (so loggers bound to the original streams are
+captured too). Its exit status is the one Python gives: 0, the ``SystemExit`` code (1 with the
+message on stderr for a non-int), 1 after an uncaught exception (traceback on stderr), ``-N`` when
+killed by signal N, 2 for a missing script.
 
-What it does not reproduce: output written while importing ``mmbackbones`` itself (warnings of
-third-party packages) is not in each call's stderr, and Python's hash seed is shared by the calls.
+What differs from a new interpreter: output written while those modules are imported (warnings of
+third-party packages) is not in each call's stderr, and the calls share Python's hash seed.
 """
 import json
 import os
@@ -26,17 +28,18 @@ from typing import Dict, Optional, Sequence
 
 
 class ToolServer:
-    """``ToolServer(env, cwd).run([script, *args], timeout=..)`` -> ``subprocess.CompletedProcess``."""
+    """``ToolServer([script, ...], env, cwd).run([script, *args], timeout=..)``: a
+    ``subprocess.CompletedProcess`` (``preload``: the scripts to be run, or module names)."""
 
-    def __init__(self, env: Optional[Dict[str, str]] = None, cwd: Optional[str] = None,
-                 preload: Sequence[str] = ('mmbackbones', )):
+    def __init__(self, preload: Sequence[str], env: Optional[Dict[str, str]] = None,
+                 cwd: Optional[str] = None):
         self._tmp = tempfile.TemporaryDirectory(prefix='mmb_toolserver_')
         self._log = Path(self._tmp.name) / 'server.log'
         self._calls = 0
         with self._log.open('w') as log:
-            self._proc = subprocess.Popen([sys.executable, __file__, *preload], cwd=cwd, env=env,
-                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                          stderr=log, text=True)
+            self._proc = subprocess.Popen([sys.executable, __file__, *map(str, preload)],
+                                          cwd=cwd, env=env, stdin=subprocess.PIPE,
+                                          stdout=subprocess.PIPE, stderr=log, text=True)
         ready = self._proc.stdout.readline()
         if ready.strip() != 'ready':
             raise RuntimeError(f'tool server did not start:\n{self._server_log()}')
@@ -148,8 +151,13 @@ def _wait(pid: int, timeout: float) -> Optional[int]:
 
 def _serve(preload: Sequence[str]) -> None:
     import importlib
+    import runpy
     for name in preload:
-        importlib.import_module(name)
+        if name.endswith('.py'):  # its top level (imports, definitions), not its __main__ block
+            sys.path[0] = os.path.dirname(os.path.abspath(name))  # as when it is run
+            runpy.run_path(name, run_name='__toolserver_preload__')
+        else:
+            importlib.import_module(name)
     replies = os.fdopen(os.dup(1), 'w')
     null = os.open(os.devnull, os.O_WRONLY)
     os.dup2(null, 1)  # the server prints nothing itself; children get their own files
