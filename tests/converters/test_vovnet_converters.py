@@ -18,11 +18,13 @@ from tests.toolserver import ToolServer
 def run_tool():
     """``run_tool(name, *args)`` runs ``python tools/model_converters/<name> args`` in the repo.
 
-    Each call is a fork of one interpreter that imported mmbackbones once (tests/toolserver.py),
-    not a new interpreter: the same script run as ``__main__``, without 5-7 s of imports each.
+    Each call is a fork of one interpreter that imported the scripts' modules once
+    (tests/toolserver.py), not a new interpreter: the same script run as ``__main__``, without
+    5-7 s of imports each.
     """
-    server = ToolServer(cwd=str(REPO))
-    yield lambda name, *args: server.run([REPO / 'tools' / 'model_converters' / name, *args])
+    tools = REPO / 'tools' / 'model_converters'
+    server = ToolServer([tools / 'vovnet_official.py', tools / 'timm_vovnet.py'], cwd=str(REPO))
+    yield lambda name, *args: server.run([tools / name, *args])
     server.close()
 
 
