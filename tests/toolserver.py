@@ -120,8 +120,13 @@ def _child(request: dict) -> None:
             code = 0
         except SystemExit as exc:
             code = _exit_code(exc)
-        except BaseException:
-            sys.excepthook(*sys.exc_info())
+        except BaseException as exc:
+            tb = exc.__traceback__  # from the script's own frame on, as python prints it
+            while tb is not None and tb.tb_frame.f_code.co_filename != argv[0]:
+                tb = tb.tb_next
+            if tb is not None:
+                exc.__traceback__ = tb
+            sys.excepthook(type(exc), exc, exc.__traceback__)
             code = 1
         try:
             atexit._run_exitfuncs()
