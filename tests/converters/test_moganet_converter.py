@@ -2,8 +2,6 @@
 dropped head keys, and refusal of partial results."""
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -14,13 +12,21 @@ from mmbackbones.models import MogaNet
 from mmbackbones.models.backbones.moganet import MOGANET_ARCHS
 from tests.numerics import max_abs_diff, parity_tolerance
 from tests.paths import OFFICIAL, REPO
+from tests.toolserver import ToolServer
 
 TOOL = REPO / 'tools' / 'model_converters' / 'moganet_official.py'
 
 
-def run_tool(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(TOOL), *map(str, args)], capture_output=True,
-                          text=True, cwd=REPO)
+@pytest.fixture(scope='module')
+def run_tool():
+    """``run_tool(*args)`` runs ``python tools/model_converters/moganet_official.py args``.
+
+    Each call forks one interpreter that imported the scripts' modules once (tests/toolserver.py)
+    instead of starting a new one: the same script run as ``__main__``, without 5-7 s of imports.
+    """
+    server = ToolServer([TOOL], cwd=str(REPO))
+    yield lambda *args: server.run([TOOL, *args])
+    server.close()
 
 
 @pytest.fixture(scope='module')
@@ -50,7 +56,7 @@ def test_official_parity(official, channels_last):
     assert max_abs_diff(outs, official['outputs']) < parity_tolerance(model, official['input'])
 
 
-def test_release_checkpoint_via_cli(official, tmp_path):
+def test_release_checkpoint_via_cli(official, tmp_path, run_tool):
     """A release file: ``state_dict`` wrapper with the classifier head, as downloaded."""
     src, dst = tmp_path / 'moganet_tiny.pth.tar', tmp_path / 'converted.pth'
     torch.save({'state_dict': {**official['state_dict'], **_head(official['arch'])}}, src)
@@ -89,7 +95,7 @@ def test_training_and_detector_wrappers(official, tmp_path):
     assert all(torch.equal(result.state_dict[k], v) for k, v in expected.items())
 
 
-def test_unused_keys_are_refused_and_nothing_is_written(official, tmp_path):
+def test_unused_keys_are_refused_and_nothing_is_written(official, tmp_path, run_tool):
     state = dict(official['state_dict'])
     state['blocks2.0.attn.mystery.weight'] = torch.zeros(3)
     src, dst = tmp_path / 'src.pth', tmp_path / 'dst.pth'

@@ -1,8 +1,6 @@
 """RT-DETR backbone converters: official PResNet / HGNetv2 keys and timm, through the CLIs."""
 import os
 import re
-import subprocess
-import sys
 
 import pytest
 import timm
@@ -15,6 +13,7 @@ from mmbackbones.converters.rtdetr_official import hgnetv2_factory, presnet_fact
 from mmbackbones.models import HGNetV2, PResNet
 from tests.numerics import assert_parity, max_abs_diff, randomize
 from tests.paths import REPO
+from tests.toolserver import ToolServer
 
 # Our key -> the official key, from the module names of RT-DETR's presnet.py: the stem is
 # ``conv1.conv1_{1,2,3}`` (ConvNormLayer: ``conv`` / ``norm``), blocks are
@@ -66,9 +65,17 @@ def to_official(state, table):
     return out
 
 
-def run_tool(name: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / 'tools' / 'model_converters' / name), *args],
-                          capture_output=True, text=True, cwd=REPO)
+@pytest.fixture(scope='module')
+def run_tool():
+    """``run_tool(name, *args)`` runs ``python tools/model_converters/<name> args`` in the repo.
+
+    Each call forks one interpreter that imported the scripts' modules once (tests/toolserver.py)
+    instead of starting a new one: the same script run as ``__main__``, without 5-7 s of imports.
+    """
+    tools = REPO / 'tools' / 'model_converters'
+    server = ToolServer([tools / 'rtdetr_presnet.py', tools / 'timm_hgnetv2.py'], cwd=str(REPO))
+    yield lambda name, *args: server.run([tools / name, *args])
+    server.close()
 
 
 # Two tools run as scripts above; the rest in-process (a script only wires these together).
@@ -115,7 +122,7 @@ def test_official_hgnetv2_keys_round_trip(arch):
         assert torch.equal(result.state_dict[key], value), key
 
 
-def test_official_presnet_detector_checkpoint_via_cli(tmp_path):
+def test_official_presnet_detector_checkpoint_via_cli(tmp_path, run_tool):
     source = randomize(PResNet(depth=18, channels_last=False), seed=2).eval()
     model_state = {f'backbone.{k}': v
                    for k, v in to_official(source.state_dict(), PRESNET_TO_OFFICIAL).items()}
@@ -166,7 +173,7 @@ def test_timm_resnet18d_via_cli(tmp_path, capsys):
         assert_parity(model.eval(), X, ref_outs)
 
 
-def test_timm_hgnetv2_via_cli(tmp_path):
+def test_timm_hgnetv2_via_cli(tmp_path, run_tool):
     ref = randomize(timm.create_model('hgnetv2_b0', pretrained=False), seed=4)
     src, dst = tmp_path / 'hgnetv2_b0.pth', tmp_path / 'ours.pth'
     torch.save(ref.state_dict(), src)

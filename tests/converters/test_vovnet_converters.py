@@ -1,8 +1,6 @@
 """VoVNet converters, end to end through the command-line tools."""
 import os
 import re
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -13,11 +11,21 @@ from mmbackbones.models import VoVNet
 from mmbackbones.models.backbones.vovnet import VOVNET_ARCHS
 from tests.numerics import assert_parity, max_abs_diff, parity_tolerance, randomize
 from tests.paths import OFFICIAL, REPO
+from tests.toolserver import ToolServer
 
 
-def run_tool(name: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / 'tools' / 'model_converters' / name), *args],
-                          capture_output=True, text=True, cwd=REPO)
+@pytest.fixture(scope='module')
+def run_tool():
+    """``run_tool(name, *args)`` runs ``python tools/model_converters/<name> args`` in the repo.
+
+    Each call is a fork of one interpreter that imported the scripts' modules once
+    (tests/toolserver.py), not a new interpreter: the same script run as ``__main__``, without
+    5-7 s of imports each.
+    """
+    tools = REPO / 'tools' / 'model_converters'
+    server = ToolServer([tools / 'vovnet_official.py', tools / 'timm_vovnet.py'], cwd=str(REPO))
+    yield lambda name, *args: server.run([tools / name, *args])
+    server.close()
 
 
 @pytest.fixture(scope='module')
@@ -25,7 +33,7 @@ def official():
     return torch.load(OFFICIAL / 'vovnet_tiny_spec.pt', weights_only=True)
 
 
-def test_official_detector_checkpoint_via_cli(official, tmp_path):
+def test_official_detector_checkpoint_via_cli(official, tmp_path, run_tool):
     """A detectron2 detector checkpoint: backbone under backbone.bottom_up., FPN and heads around."""
     model_state = {f'backbone.bottom_up.{k}': v for k, v in official['state_dict'].items()}
     model_state['backbone.fpn_lateral2.weight'] = torch.zeros(8, 32, 1, 1)
@@ -47,7 +55,7 @@ def test_official_detector_checkpoint_via_cli(official, tmp_path):
 
 @pytest.mark.parametrize('name,arch,layout', [('ese_vovnet39b', 'V-39-eSE', 'last'),
                                               ('vovnet39a', 'V-39', 'all')])
-def test_timm_checkpoint_via_cli(tmp_path, name, arch, layout):
+def test_timm_checkpoint_via_cli(tmp_path, name, arch, layout, run_tool):
     ref = randomize(VovNet(cfg=model_cfgs[name], num_classes=10), seed=4).eval()
     src, dst = tmp_path / f'{name}.pth', tmp_path / 'ours.pth'
     torch.save(ref.state_dict(), src)
@@ -67,7 +75,7 @@ def test_timm_checkpoint_via_cli(tmp_path, name, arch, layout):
         assert_parity(model.eval(), x, feats)
 
 
-def test_unused_keys_are_refused_and_nothing_is_written(official, tmp_path):
+def test_unused_keys_are_refused_and_nothing_is_written(official, tmp_path, run_tool):
     state = dict(official['state_dict'])
     state['stage2.OSA2_1.mystery.weight'] = torch.zeros(3)
     src, dst = tmp_path / 'src.pth', tmp_path / 'dst.pth'
@@ -80,7 +88,7 @@ def test_unused_keys_are_refused_and_nothing_is_written(official, tmp_path):
     assert proc.returncode == 0, proc.stderr and dst.exists()
 
 
-def test_wrong_family_is_refused(tmp_path):
+def test_wrong_family_is_refused(tmp_path, run_tool):
     import torchvision
     src, dst = tmp_path / 'resnet18.pth', tmp_path / 'out.pth'
     torch.save(torchvision.models.resnet18().state_dict(), src)
@@ -90,7 +98,7 @@ def test_wrong_family_is_refused(tmp_path):
         assert not dst.exists()
 
 
-def test_truncated_and_malicious_sources_are_refused(official, tmp_path):
+def test_truncated_and_malicious_sources_are_refused(official, tmp_path, run_tool):
     good = tmp_path / 'good.pth'
     torch.save(official['state_dict'], good)
     truncated = tmp_path / 'truncated.pth'

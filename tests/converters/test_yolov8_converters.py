@@ -2,8 +2,6 @@
 import copy
 import os
 import re
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -18,13 +16,23 @@ from mmbackbones.models import YOLOv8CSPDarknet
 from tests.models.backbones.test_yolov8_csp_darknet import ultralytics_p3_p4_p5
 from tests.numerics import assert_parity, randomize
 from tests.paths import REPO
+from tests.toolserver import ToolServer
 
 X = torch.randn(1, 3, 67, 93, generator=torch.Generator().manual_seed(7))
 
 
-def run_tool(name: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / 'tools' / 'model_converters' / name), *args],
-                          capture_output=True, text=True, cwd=REPO)
+@pytest.fixture(scope='module')
+def run_tool():
+    """``run_tool(name, *args)`` runs ``python tools/model_converters/<name> args`` in the repo.
+
+    Each call forks one interpreter that imported the scripts' modules once (tests/toolserver.py)
+    instead of starting a new one: the same script run as ``__main__``, without 5-7 s of imports.
+    """
+    tools = REPO / 'tools' / 'model_converters'
+    server = ToolServer([tools / 'ultralytics_yolov8.py', tools / 'mmyolo_yolov8.py'],
+                        cwd=str(REPO))
+    yield lambda name, *args: server.run([tools / name, *args])
+    server.close()
 
 
 @pytest.fixture(scope='module')
@@ -61,7 +69,7 @@ def test_released_pt_pickles_the_model_and_is_read_without_unpickling_it(detecto
             assert state[key].dtype == value.dtype and torch.equal(state[key], value), key
 
 
-def test_released_pt_converts_with_parity_via_cli(detector, ultralytics_files, tmp_path):
+def test_released_pt_converts_with_parity_via_cli(detector, ultralytics_files, tmp_path, run_tool):
     _, best = ultralytics_files
     dst = tmp_path / 'yolov8n_backbone.pth'
     proc = run_tool('ultralytics_yolov8.py', str(best), str(dst))
@@ -112,7 +120,7 @@ class _TaggedTensor(torch.Tensor):
     """A tensor subclass: pickled through a rebuild function the restricted reader refuses."""
 
 
-def test_unreadable_without_trust_asks_for_trust_pickle(detector, tmp_path):
+def test_unreadable_without_trust_asks_for_trust_pickle(detector, tmp_path, run_tool):
     model = copy.deepcopy(detector)
     model.model[22].register_buffer('tag', torch.zeros(2).as_subclass(_TaggedTensor))
     path = tmp_path / 'tagged.pt'
@@ -165,7 +173,7 @@ def to_mmyolo_key(key: str) -> str:
     return f'{MMYOLO_LAYERS[layer]}.{rest}'
 
 
-def test_mmyolo_checkpoint_via_cli(tmp_path):
+def test_mmyolo_checkpoint_via_cli(tmp_path, run_tool):
     detector = randomize(DetectionModel('yolov8s.yaml', verbose=False), seed=12).eval()
     mmyolo_state = {to_mmyolo_key(k): v for k, v in detector.state_dict().items()}
     assert 'backbone.stage4.1.blocks.0.conv2.bn.running_var' in mmyolo_state

@@ -10,9 +10,22 @@ import pytest
 import torch
 
 from mmbackbones.engine.checkpoint import is_valid_checkpoint, load_checkpoint_weights_only
+from tests.toolserver import ToolServer
 
 REPO = Path(__file__).resolve().parents[2]
 MAX_ITERS = 8  # tiny config: checkpoints every 2 iterations
+
+
+@pytest.fixture(scope='module')
+def train_tool(tool_env):
+    """``train_tool(*args)`` runs ``python tools/train.py args`` like conftest's ``run_tool``
+    (same environment, stderr into stdout), as a fork of one interpreter that imported train.py's
+    modules once (tests/toolserver.py) instead of a new interpreter each time."""
+    script = REPO / 'tools' / 'train.py'
+    server = ToolServer([script], env=tool_env, cwd=str(REPO))
+    yield lambda *args, timeout=300: server.run([script, *args], timeout=timeout,
+                                                merge_stderr=True)
+    server.close()
 
 
 def final_state(work_dir: Path) -> dict:
@@ -35,12 +48,31 @@ def start_train(work_dir: Path, tiny_config, tiny_cfg_options, tool_env, log: Pa
 TINY_RTDETR = str(REPO / 'tests' / 'data' / 'configs' / 'tiny_rtdetr.py')
 
 
+@pytest.fixture(scope='module')
+def uninterrupted(tmp_path_factory, train_tool, tiny_config, tiny_cfg_options):
+    """``uninterrupted(detector)``: (work dir, log) of a MAX_ITERS run without interruption, one
+    per detector and module. It is started with ``--resume`` in an empty work dir, which is to start
+    from scratch (test_auto_resume_without_checkpoints_starts_fresh checks that on its log)."""
+    runs = {}
+
+    def get(detector: str):
+        if detector not in runs:
+            config = TINY_RTDETR if detector == 'rtdetr' else tiny_config
+            work_dir = tmp_path_factory.mktemp(f'uninterrupted_{detector}')
+            proc = train_tool(config, '--work-dir', work_dir, '--resume', '--cfg-options',
+                              *tiny_cfg_options, f'train_cfg.max_iters={MAX_ITERS}')
+            assert proc.returncode == 0, proc.stdout[-6000:]
+            runs[detector] = work_dir, proc.stdout
+        return runs[detector]
+    return get
+
+
 @pytest.mark.parametrize('detector', ['retinanet', 'rtdetr'])
-def test_killed_run_resumes_to_the_same_weights(tmp_path, run_tool, tiny_config,
+def test_killed_run_resumes_to_the_same_weights(tmp_path, train_tool, uninterrupted, tiny_config,
                                                 tiny_cfg_options, tool_env, detector):
     if detector == 'rtdetr':
         tiny_config = TINY_RTDETR
-    # 1. a run that is SIGKILLed once its first checkpoint is on disk
+    # 1. a run (a new interpreter) that is SIGKILLed once its first checkpoint is on disk
     killed_dir = tmp_path / 'killed'
     log = tmp_path / 'killed.log'
     proc = start_train(killed_dir, tiny_config, tiny_cfg_options, tool_env, log)
@@ -71,8 +103,8 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, run_tool, tiny_config,
     (killed_dir / 'last_checkpoint').write_text(str(torn))
 
     # 3. auto-resume finishes the run from the newest valid checkpoint
-    resumed = run_tool('train.py', tiny_config, '--work-dir', killed_dir, '--resume',
-                       '--cfg-options', *tiny_cfg_options, f'train_cfg.max_iters={MAX_ITERS}')
+    resumed = train_tool(tiny_config, '--work-dir', killed_dir, '--resume',
+                         '--cfg-options', *tiny_cfg_options, f'train_cfg.max_iters={MAX_ITERS}')
     out = resumed.stdout
     assert resumed.returncode == 0, out[-6000:]
     assert f"Skipping checkpoint '{torn}'" in out, out[-6000:]
@@ -80,10 +112,7 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, run_tool, tiny_config,
     assert f'resumed epoch: 0, iter: {newest_valid.stem.split("_")[1]}' in out, out[-6000:]
 
     # 4. the same run without interruption
-    reference_dir = tmp_path / 'reference'
-    reference = run_tool('train.py', tiny_config, '--work-dir', reference_dir, '--cfg-options',
-                         *tiny_cfg_options, f'train_cfg.max_iters={MAX_ITERS}')
-    assert reference.returncode == 0, reference.stdout[-6000:]
+    reference_dir, _ = uninterrupted(detector)
 
     # Bitwise equal: same seed, deterministic algorithms, one thread, no random augmentation,
     # mmengine replays the data order by skipping the batches already trained on, and the model's
@@ -131,20 +160,19 @@ def test_train_argument_errors(tmp_path, load_tool, capsys, tiny_config):
 @pytest.mark.parametrize('extra, message', [
     (['--launcher', 'slurm'], 'supported with --launcher pytorch only'),
 ])
-def test_cpu_only_argument_errors(tmp_path, run_tool, tiny_config, extra, message):
-    # run_tool hides any GPU (CUDA_VISIBLE_DEVICES=''), i.e. these are the errors of a CPU machine
-    proc = run_tool('train.py', tiny_config, '--work-dir', tmp_path, *extra)
+def test_cpu_only_argument_errors(tmp_path, train_tool, tiny_config, extra, message):
+    # tool_env hides any GPU (CUDA_VISIBLE_DEVICES=''), i.e. these are the errors of a CPU machine
+    proc = train_tool(tiny_config, '--work-dir', tmp_path, *extra)
     assert proc.returncode == 2, proc.stdout[-4000:]
     assert message in proc.stdout
 
 
-def test_auto_resume_without_checkpoints_starts_fresh(tmp_path, run_tool, tiny_config,
-                                                      tiny_cfg_options):
-    proc = run_tool('train.py', tiny_config, '--work-dir', tmp_path, '--resume',
-                    '--cfg-options', *tiny_cfg_options, 'train_cfg.max_iters=2')
-    assert proc.returncode == 0, proc.stdout[-6000:]
-    assert 'no valid checkpoint' in proc.stdout and 'from scratch' in proc.stdout
-    assert is_valid_checkpoint(tmp_path / 'iter_2.pth')
+def test_auto_resume_without_checkpoints_starts_fresh(uninterrupted):
+    # the uninterrupted retinanet run: --resume in an empty work dir (its exit status is checked
+    # where it is made)
+    work_dir, log = uninterrupted('retinanet')
+    assert 'no valid checkpoint' in log and 'from scratch' in log
+    assert is_valid_checkpoint(work_dir / 'iter_2.pth')
 
 
 def test_config_level_resume_is_validated_too(tmp_path):
