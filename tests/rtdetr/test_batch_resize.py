@@ -227,7 +227,7 @@ def test_real_model_loss_step_through_the_preprocessor():
     the ones the unresized batch gives."""
     torch.manual_seed(0)
     init_default_scope('mmdet')
-    cfg = Config.fromfile(str(REPO / 'configs' / 'rtdetr' / 'rtdetr_presnet18_tiny_demo.py'))
+    cfg = Config.fromfile(str(REPO / 'configs' / 'rtdetr' / 'rtdetr_vovnet-19-slim-dw-ese_demo.py'))
     cfg.model.data_preprocessor.batch_augments = [
         dict(type='RTDETRBatchRandomResize', sizes=[96, 160], seed=1)]
     model = MODELS.build(cfg.model)

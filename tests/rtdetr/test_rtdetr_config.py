@@ -17,7 +17,7 @@ from mmbackbones.engine.launch import UsageError, check_neck_in_channels
 from tests.paths import REPO
 
 CONFIGS = REPO / 'configs' / 'rtdetr'
-DEMO = CONFIGS / 'rtdetr_presnet18_tiny_demo.py'
+DEMO = CONFIGS / 'rtdetr_vovnet-19-slim-dw-ese_demo.py'
 
 
 def samples(n=2, hw=(128, 96), seed=0):
@@ -63,9 +63,9 @@ def test_demo_config_trains_one_step_and_predicts():
 def test_encoder_in_channels_checked_at_config_load():
     cfg = Config.fromfile(str(DEMO))
     cfg.model.neck.in_channels = [64, 128, 256]
-    with pytest.raises(UsageError, match=r'in_channels=\[128, 256, 512\]'):
+    with pytest.raises(UsageError, match=r'in_channels=\[256, 384, 512\]'):
         check_neck_in_channels(cfg)
-    with pytest.raises(ValueError, match=r'set model.neck.in_channels=\[128, 256, 512\]'):
+    with pytest.raises(ValueError, match=r'set model.neck.in_channels=\[256, 384, 512\]'):
         build(cfg.model)
 
 
