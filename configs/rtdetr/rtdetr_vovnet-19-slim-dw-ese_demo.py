@@ -3,6 +3,10 @@
 #   python tools/demo.py --config configs/rtdetr/rtdetr_vovnet-19-slim-dw-ese_demo.py \
 #       --work-dir work_dirs/rtdetr_demo
 # (generates data/demo at 128 px if needed, trains, evaluates, draws predictions).
+# Measured on 2 CPU cores: 2400 iterations in 20.7 min (training and the final validation),
+# bbox mAP 0.478, mAP@0.5 0.654 (docs/rtdetr_demo_run.log). With lr 4e-4 the same model reached
+# 0.327 after 3000 iterations: from scratch the DETR losses still fall steadily at the end of
+# the schedule, so the lr and the iteration count limit it, not the model.
 #
 # Model: VoVNetV2-19-slim-dw-eSE (strides 8/16/32), a 64-wide hybrid encoder, 3 decoder
 # layers, 50 queries (images hold at most 6 objects), contrastive denoising on (30 queries).
@@ -11,14 +15,14 @@
 #
 # Recipe: the official one (configs/rtdetr/_base_/rtdetr_6x_coco.py) is for fine-tuning a
 # pretrained backbone for 72 COCO epochs. From scratch on a CPU budget this config keeps its
-# AdamW, weight decay 1e-4 and gradient clipping at 0.1, and changes: lr 4e-4 for every
+# AdamW, weight decay 1e-4 and gradient clipping at 0.1, and changes: lr 8e-4 for every
 # parameter (no backbone x0.1: the backbone starts from random weights), BN statistics train,
 # a 100-iteration warm-up then cosine decay, no EMA, no multi-scale batches, no photometric /
 # zoom-out / IoU-crop augmentation (flip only), 128 px (the data's own size).
 _base_ = '../quickstart/atss_vovnet-19-slim-dw-ese_fpn_demo.py'
 
 image_size = (128, 128)
-max_iters = 3000
+max_iters = 2400
 model = dict(
     _delete_=True,
     type='RTDETR',
@@ -51,7 +55,7 @@ train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
 val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
-optim_wrapper = dict(optimizer=dict(type='AdamW', lr=4e-4, weight_decay=1e-4),
+optim_wrapper = dict(optimizer=dict(type='AdamW', lr=8e-4, weight_decay=1e-4),
                      clip_grad=dict(max_norm=0.1))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=100),
