@@ -19,7 +19,8 @@ from mmengine.runner import Runner
 from PIL import Image, ImageDraw
 
 import mmbackbones  # noqa: F401  (registers backbones, datasets, safe checkpoint loading)
-from mmbackbones.datasets import DEMO_CLASSES, DEMO_PALETTE, make_demo_dataset
+from mmbackbones.datasets import (DEMO_CLASSES, DEMO_PALETTE, make_demo_dataset,
+                                  use_demo_data_root)
 
 DEFAULT_CONFIG = 'configs/quickstart/atss_vovnet-19-slim-dw-ese_fpn_demo.py'
 
@@ -41,11 +42,7 @@ def parse_args(argv=None):
 
 def build_config(args) -> Config:
     cfg = Config.fromfile(args.config)
-    root = args.data_root.rstrip('/') + '/'
-    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        cfg[loader].dataset.data_root = root
-    for evaluator in ('val_evaluator', 'test_evaluator'):
-        cfg[evaluator].ann_file = root + 'annotations/instances_val.json'
+    use_demo_data_root(cfg, args.data_root)
     if args.max_iters:
         cfg.train_cfg.max_iters = args.max_iters
         for sched in cfg.param_scheduler:

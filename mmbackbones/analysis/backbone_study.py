@@ -202,11 +202,8 @@ def build_config(cand: Candidate, *, iters: int, seed: int, data_root: str, work
     cfg.model.neck.in_channels = list(feature_info(cand).channels)
     if tuple(cand.strides) == P3_P6:
         cfg.model.bbox_head.anchor_generator.strides = [8, 16, 32, 64]
-    root = data_root.rstrip('/') + '/'
-    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        cfg[loader].dataset.data_root = root
-    for evaluator in ('val_evaluator', 'test_evaluator'):
-        cfg[evaluator].ann_file = root + 'annotations/instances_val.json'
+    from mmbackbones.datasets import use_demo_data_root
+    use_demo_data_root(cfg, data_root)
     cfg.train_cfg.max_iters = iters
     cfg.train_cfg.val_interval = iters
     end = warmup_iters(iters, base_iters, warm.end)

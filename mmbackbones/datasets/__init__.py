@@ -13,6 +13,7 @@ warnings.filterwarnings(
     category=RuntimeWarning, module='runpy')
 
 from .synthetic import (DEMO_CLASSES, DEMO_PALETTE, DemoShapesDataset,  # noqa: E402
-                        make_demo_dataset)
+                        make_demo_dataset, use_demo_data_root)
 
-__all__ = ['DEMO_CLASSES', 'DEMO_PALETTE', 'DemoShapesDataset', 'make_demo_dataset']
+__all__ = ['DEMO_CLASSES', 'DEMO_PALETTE', 'DemoShapesDataset', 'make_demo_dataset',
+           'use_demo_data_root']

@@ -575,6 +575,16 @@ def _generate_split(split: str, p: dict, img_dir: str, progress: bool) -> Tuple[
 
 
 # --------------------------------------------------------------------------- public API
+def use_demo_data_root(cfg, data_root: str) -> None:
+    """Point a demo config's train/val/test loaders and COCO evaluators at ``data_root`` (a
+    folder written by :func:`make_demo_dataset`), in place."""
+    root = data_root.rstrip('/') + '/'
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        cfg[loader].dataset.data_root = root
+    for evaluator in ('val_evaluator', 'test_evaluator'):
+        cfg[evaluator].ann_file = root + 'annotations/instances_val.json'
+
+
 def make_demo_dataset(out_dir: str,
                       *,
                       num_train: int = 600,
