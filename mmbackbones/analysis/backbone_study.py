@@ -27,6 +27,7 @@ plans the same iteration counts.
 records it writes the same bytes.
 """
 import copy
+import dataclasses
 import difflib
 import functools
 import gc
@@ -37,6 +38,8 @@ import math
 import os
 import os.path as osp
 import statistics
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -371,6 +374,7 @@ class StudySettings:
     timing_warmup: int = 1
     cfg_options: dict = field(default_factory=dict)
     command: str = ''  # the normalised command line, for the report
+    jobs: int = 1  # training runs at once, each in its own process with train_threads threads
 
     def validate(self) -> None:
         if not (isinstance(self.budget_s, (int, float)) and self.budget_s > 0
@@ -385,6 +389,8 @@ class StudySettings:
                              f'{len(self.candidates)} (the number of candidates).')
         if self.threads < 1:
             raise ValueError(f'--threads: {self.threads} must be >= 1.')
+        if not isinstance(self.jobs, int) or self.jobs < 1:
+            raise ValueError(f'--jobs: {self.jobs!r} must be an integer >= 1.')
         if self.timing_rounds < 2 or self.timing_warmup < 0:
             raise ValueError(f'--timing-rounds {self.timing_rounds} must be >= 2 and '
                              f'--timing-warmup {self.timing_warmup} >= 0.')
@@ -392,6 +398,22 @@ class StudySettings:
     @property
     def extra_seed(self) -> int:
         return max(self.seeds) + 1
+
+    @property
+    def train_threads(self) -> int:
+        """Torch threads of each training run: ``threads`` split over the ``jobs`` runs."""
+        return max(1, self.threads // self.jobs)
+
+    def to_spec(self) -> dict:
+        """These settings as JSON (candidates by name), for a training job's process."""
+        spec = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        spec['candidates'] = [c.name for c in self.candidates]
+        return spec
+
+    @classmethod
+    def from_spec(cls, spec: dict) -> 'StudySettings':
+        spec = dict(spec)
+        return cls(candidates=select_candidates(spec.pop('candidates')), **spec)
 
 
 def record_name(name: str, seed: int, budget_s: float, chash: str) -> str:
@@ -419,6 +441,9 @@ class Study:
                  timer: Optional[Callable] = None, complexity: Optional[Callable] = None,
                  log: Callable[[str], None] = print) -> None:
         settings.validate()
+        if settings.jobs > 1 and trainer is not None:
+            raise ValueError(f'--jobs {settings.jobs}: parallel runs train in new processes '
+                             'with the default trainer; a custom trainer needs jobs=1.')
         self.s = settings
         self.trainer = trainer or train_and_evaluate
         self.timer = timer or measure_pair
@@ -564,8 +589,8 @@ class Study:
         return todo
 
     def run(self, *, dry_run: bool = False) -> int:
-        """Run what is missing (with ``threads`` torch threads); returns the number of failed
-        runs."""
+        """Run what is missing; returns the number of failed runs. Phase 1 uses ``threads``
+        torch threads; each training run ``train_threads`` (``threads // jobs``)."""
         import torch
         threads = torch.get_num_threads()
         torch.set_num_threads(self.s.threads)
@@ -590,6 +615,7 @@ class Study:
             todo = [(c, s) for c, s in self.runs(plan, records) if (c.name, s) not in done_keys]
             if not todo:
                 break
+            pending = []
             for cand, seed in todo:
                 done_keys.add((cand.name, seed))
                 iters = plan['iters'][cand.name]
@@ -598,14 +624,13 @@ class Study:
                     self.log(f'[study] {cand.name} seed {seed}: done earlier, not re-run '
                              f'(mAP {rec["bbox_mAP"]:.3f})')
                     records[(cand.name, seed)] = rec
-                    continue
-                self.log(f'[study] {cand.name} seed {seed}: training {iters} iterations ...')
-                try:
-                    rec = self.execute(cand, seed, iters, plan)
-                except Exception as exc:  # noqa: BLE001 - reported, the study goes on
+                else:
+                    pending.append((cand, seed, iters))
+            runner = self._run_here if self.s.jobs == 1 else self._run_in_jobs
+            for cand, seed, rec, error in runner(pending, plan):
+                if rec is None:
                     failed += 1
-                    self.log(f'[study] {cand.name} seed {seed}: FAILED: '
-                             f'{type(exc).__name__}: {exc}')
+                    self.log(f'[study] {cand.name} seed {seed}: FAILED: {error}')
                     continue
                 records[(cand.name, seed)] = rec
                 self.log(f'[study] {cand.name} seed {seed}: mAP {rec["bbox_mAP"]:.3f} '
@@ -616,8 +641,78 @@ class Study:
                      'settings (budget / config / seed) and are not used.')
         return failed
 
+    def _run_here(self, pending, plan):
+        """Train the pending runs one after the other in this process."""
+        import torch
+        torch.set_num_threads(self.s.train_threads)
+        for cand, seed, iters in pending:
+            self.log(f'[study] {cand.name} seed {seed}: training {iters} iterations ...')
+            try:
+                yield cand, seed, self.execute(cand, seed, iters, plan), None
+            except Exception as exc:  # noqa: BLE001 - reported, the study goes on
+                yield cand, seed, None, f'{type(exc).__name__}: {exc}'
+
+    def run_dir(self, cand: Candidate, seed: int) -> str:
+        return osp.join(self.s.work_dir, cand.name, f'seed_{seed}')
+
+    def _run_in_jobs(self, pending, plan, poll_s: float = 0.5):
+        """Train the pending runs ``jobs`` at a time, each in a new Python process
+        (:func:`job_main`, given the job's JSON file) that writes its record.
+
+        A job's output goes to ``<run dir>/study_job.log``. Its iteration count comes from the
+        phase-1 timings, so the other jobs' load changes its wall time, not its result. If this
+        process is interrupted, the jobs still running are terminated (a record is written
+        atomically at a job's end, so none is left half-written).
+        """
+        queue = list(pending)
+        running: Dict[subprocess.Popen, tuple] = {}
+        env = dict(os.environ, OMP_NUM_THREADS=str(self.s.train_threads),
+                   PYTHONPATH=os.pathsep.join(
+                       p for p in (REPO, os.environ.get('PYTHONPATH', '')) if p))
+        try:
+            while queue or running:
+                while queue and len(running) < self.s.jobs:
+                    cand, seed, iters = queue.pop(0)
+                    run_dir = self.run_dir(cand, seed)
+                    os.makedirs(run_dir, exist_ok=True)
+                    spec_path = osp.join(run_dir, 'study_job.json')
+                    _write_json(spec_path, dict(settings=self.s.to_spec(), candidate=cand.name,
+                                                seed=seed, iters=iters))
+                    log_path = osp.join(run_dir, 'study_job.log')
+                    with open(log_path, 'wb') as log_file:
+                        proc = subprocess.Popen(
+                            [sys.executable, '-c', _JOB_COMMAND, spec_path], stdout=log_file, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, env=env)
+                    running[proc] = (cand, seed, iters, log_path)
+                    self.log(f'[study] {cand.name} seed {seed}: training {iters} iterations '
+                             f'(job {len(running)}/{self.s.jobs}, {self.s.train_threads} '
+                             f'thread(s), log {log_path}) ...')
+                finished = [p for p in running if p.poll() is not None]
+                if not finished:
+                    time.sleep(poll_s)
+                for proc in finished:
+                    cand, seed, iters, log_path = running.pop(proc)
+                    rec = self.finished(cand, seed, iters) if proc.returncode == 0 else None
+                    if rec is not None:
+                        yield cand, seed, rec, None
+                        continue
+                    with open(log_path, 'rb') as f:
+                        tail = f.read()[-1500:].decode(errors='replace').strip()
+                    why = (f'exit code {proc.returncode}' if proc.returncode else
+                           'exit code 0 but no matching record')
+                    yield cand, seed, None, f'{why}; the end of {log_path}:\n{tail}'
+        finally:
+            for proc in running:
+                proc.terminate()
+            for proc in running:
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
     def execute(self, cand: Candidate, seed: int, iters: int, plan: dict) -> dict:
-        work_dir = osp.join(self.s.work_dir, cand.name, f'seed_{seed}')
+        work_dir = self.run_dir(cand, seed)
         cfg = self.cfg(cand, iters=iters, seed=seed, work_dir=work_dir)
         result = self.trainer(cfg, work_dir)
         timing = plan['timings'][cand.name]
@@ -627,7 +722,8 @@ class Study:
             version=RECORD_VERSION, candidate=cand.name, family=cand.family, levels=cand.levels,
             baseline=cand.baseline, seed=seed, budget_s=self.s.budget_s,
             config_hash=self.chash(cand), iters=iters, ref_iters=plan['ref_iters'],
-            threads=self.s.threads, command=self.s.command,
+            threads=self.s.threads, train_threads=self.s.train_threads, jobs=self.s.jobs,
+            command=self.s.command,
             backbone=cand.backbone_cfg(),
             train_ratio=1.0 if is_ref else timing['train']['ratio'],
             train_ratio_interval=[1.0, 1.0] if is_ref else [timing['train']['ratio_low'],
@@ -869,8 +965,25 @@ def _noise_floor(rec: dict) -> str:
             'are not told apart.')
 
 
+def seed_noise(rows: List[dict]) -> Optional[dict]:
+    """The spread of mAP between seeds over the candidates with two or more: the mean and the
+    largest (max - min), and how many candidates; None without any."""
+    spreads = [max(r['maps']) - min(r['maps']) for r in rows if len(r['maps']) > 1]
+    if not spreads:
+        return None
+    return dict(mean=statistics.fmean(spreads), max=max(spreads), count=len(spreads))
+
+
+def _execution(records: List[dict]) -> str:
+    """How the runs were executed (jobs at once, threads each), from the records."""
+    ways = sorted({(r.get('jobs', 1), r.get('train_threads', r['threads'])) for r in records})
+    text = '; '.join(f'{j} run(s) at a time with {t} thread(s) each' for j, t in ways)
+    return (f' Training: {text}. The iteration counts come from phase 1, so how the runs were '
+            'scheduled changes their wall time, not what they train.')
+
+
 def report_markdown(rows: List[dict], records: List[dict], plot_rel: str,
-                    stale: int = 0) -> str:
+                    stale: int = 0, command: Optional[str] = None) -> str:
     records = sorted(records, key=_record_order)
     first = records[0] if records else {}
     budget = first.get('budget_s')
@@ -907,7 +1020,8 @@ def report_markdown(rows: List[dict], records: List[dict], plot_rel: str,
             f'{first["ref_train_ms"]:.1f} ms with {first["threads"]} threads), a candidate '
             'round(N_R18 / r) iterations, where r is its train-step time over R18\'s, measured '
             'paired in one process (alternating, same batch and threads). Machine noise thus '
-            'changes no iteration count within a study.' + _noise_floor(first),
+            'changes no iteration count within a study.' + _noise_floor(first)
+            + _execution(records),
             '',
             '| candidate | family | params (M) backbone / detector | GFLOPs | train ms/iter '
             '(x R18) | iterations | mAP | mAP50 | mAP75 | infer ms (x R18) | seeds | Pareto |',
@@ -939,6 +1053,12 @@ def report_markdown(rows: List[dict], records: List[dict], plot_rel: str,
             f'![mAP vs inference latency and vs train time per iteration]({plot_rel})',
             '',
         ]
+        noise = seed_noise(rows)
+        if noise:
+            lines += [f'Seed noise: over the {noise["count"]} candidate(s) trained with two or '
+                      f'more seeds, the seeds\' mAP differ by {noise["mean"]:.3f} on average and '
+                      f'{noise["max"]:.3f} at most. A smaller mAP difference between two rows is '
+                      'not a ranking.', '']
         p36 = [r['candidate'] for r in rows if r['levels'] != 'P2-P5']
         if p36:
             lines += [f'{", ".join(p36)}: no stride-4 feature map, so its detector uses strides '
@@ -956,7 +1076,7 @@ def report_markdown(rows: List[dict], records: List[dict], plot_rel: str,
         if stale:
             lines += [f'{stale} other record(s) in the results directory (another budget, '
                       'config or seed set) are not part of this report.', '']
-    command = first.get('command') or ('python tools/analysis/backbone_study.py --budget-s 150 '
+    command = command or first.get('command') or ('python tools/analysis/backbone_study.py --budget-s 150 '
                                        '--seeds 0 --top-k-second-seed 3 --threads 2')
     lines += ['## Candidates', '', '| candidate | backbone config (plus frozen_stages=-1, '
               'norm_eval=False, init_cfg=None) | levels | note |', '|:--|:--|:--|:--|']
@@ -1009,11 +1129,38 @@ def report_markdown(rows: List[dict], records: List[dict], plot_rel: str,
     return '\n'.join(lines)
 
 
-def write_report(records: List[dict], md_path: str, plot_path: str, stale: int = 0) -> None:
-    """Write the markdown page and (when there are records) the plot, both deterministic."""
+def write_report(records: List[dict], md_path: str, plot_path: str, stale: int = 0,
+                 command: Optional[str] = None) -> None:
+    """Write the markdown page and (when there are records) the plot, both deterministic.
+    ``command``: the study's command line for the page (default: the first record's)."""
     rows = aggregate(records)
     plot_rel = osp.relpath(plot_path, osp.dirname(osp.abspath(md_path)) or '.')
-    text = report_markdown(rows, records, plot_rel.replace(os.sep, '/'), stale).encode()
+    text = report_markdown(rows, records, plot_rel.replace(os.sep, '/'), stale,
+                           command).encode()
     atomic_write(md_path, lambda f: f.write(text))
     if rows:
         write_plot(rows, plot_path)
+
+
+def job_main(argv: Sequence[str]) -> int:
+    """One training run of a study with ``jobs > 1`` (what :meth:`Study._run_in_jobs` starts):
+    ``argv`` is the job file; the record is written as in a sequential study."""
+    import torch
+    with open(argv[0]) as f:
+        job = json.load(f)
+    settings = StudySettings.from_spec(job['settings'])
+    torch.set_num_threads(settings.train_threads)
+    study = Study(settings, log=lambda msg: print(msg, flush=True))
+    plan = study.plan(measure=False)
+    cand, seed, iters = candidate(job['candidate']), job['seed'], job['iters']
+    if plan is None or plan['iters'][cand.name] != iters:
+        raise RuntimeError(f'{argv[0]}: the phase-1 timings in {settings.results_dir} no longer '
+                           f'plan {iters} iterations for {cand.name}; run the study again.')
+    rec = study.execute(cand, seed, iters, plan)
+    print(f'[study job] {cand.name} seed {seed}: mAP {rec["bbox_mAP"]:.3f} '
+          f'({rec["train_wall_s"]:.0f} s)', flush=True)
+    return 0
+
+
+_JOB_COMMAND = ('import sys; from mmbackbones.analysis.backbone_study import job_main; '
+                'sys.exit(job_main(sys.argv[1:]))')

@@ -197,6 +197,83 @@ def test_interrupted_study_resumes(tmp_path, tiny_demo_data):
     assert work.trained == [('YOLOv8-n', 0, 60)]
 
 
+# ---------------------------------------------------------------------------------- jobs
+
+
+def test_jobs_settings_and_validation(tmp_path):
+    settings = bs.StudySettings(budget_s=60, candidates=bs.select_candidates(['YOLOv8-n']),
+                                seeds=[0, 3], threads=5, jobs=2, cfg_options={'a.b': 1})
+    assert settings.train_threads == 2  # 5 threads over 2 jobs
+    assert bs.StudySettings(budget_s=1, candidates=[], threads=2, jobs=4).train_threads == 1
+    spec = json.loads(json.dumps(settings.to_spec()))  # what a job's file holds
+    assert spec['candidates'] == ['YOLOv8-n', bs.REFERENCE]
+    assert bs.StudySettings.from_spec(spec) == settings
+    for bad in (0, -1, 1.5):
+        with pytest.raises(ValueError, match=rf'--jobs: {bad} must be an integer >= 1'):
+            bs.StudySettings(budget_s=1, candidates=[], jobs=bad).validate()
+    with pytest.raises(ValueError, match='--jobs 2: parallel runs train in new processes'):
+        bs.Study(settings, trainer=FakeWork().trainer)
+
+
+def _job_study(tmp_path, data_root, log, jobs=2):
+    settings = bs.StudySettings(budget_s=1, candidates=bs.select_candidates(['YOLOv8-n']),
+                                results_dir=str(tmp_path / 'res'), work_dir=str(tmp_path / 'w'),
+                                data_root=data_root, threads=2, jobs=jobs)
+    return bs.Study(settings, log=log)
+
+
+def test_failed_job_is_reported_with_its_log(tmp_path, tiny_demo_data, monkeypatch):
+    """A job that exits non-zero, and one that exits 0 without a record: both FAILED, with the
+    exit code and the end of the job's log, and the study goes on to the next run."""
+    monkeypatch.setattr(bs, '_JOB_COMMAND', 'import sys, json; job = json.load(open(sys.argv[1]))'
+                        "; print('job says', job['candidate'], job['seed'], job['iters']); "
+                        "sys.exit(3 if job['seed'] == 0 else 0)")
+    log = []
+    study = _job_study(tmp_path, tiny_demo_data['root'], log.append)
+    cand = bs.candidate('YOLOv8-n')
+    out = list(study._run_in_jobs([(cand, 0, 7), (cand, 1, 7), (cand, 2, 7)], plan={},
+                                  poll_s=0.05))
+    by_seed = {seed: (rec, err) for _, seed, rec, err in out}
+    assert sorted(by_seed) == [0, 1, 2] and all(rec is None for rec, _ in by_seed.values())
+    assert by_seed[0][1].startswith('exit code 3; the end of ')
+    assert 'job says YOLOv8-n 0 7' in by_seed[0][1]
+    assert by_seed[1][1].startswith('exit code 0 but no matching record')
+    assert sum('(job ' in line for line in log) == 3
+    job = json.loads((tmp_path / 'w' / 'YOLOv8-n' / 'seed_1' / 'study_job.json').read_text())
+    assert job['iters'] == 7 and bs.StudySettings.from_spec(job['settings']) == study.s
+
+
+def test_interrupted_jobs_are_terminated(tmp_path, tiny_demo_data, monkeypatch):
+    """Interrupting the study (here: the log raises, as Ctrl-C would) terminates its jobs."""
+    import time
+    monkeypatch.setattr(bs, '_JOB_COMMAND', 'import os, sys, time; open(sys.argv[1] + ".pid", '
+                        '"w").write(str(os.getpid())); time.sleep(120)')
+    run_dir = tmp_path / 'w' / 'YOLOv8-n'
+    started = []
+
+    def log(line):
+        started.append(line)
+        if len(started) == 2:  # both jobs running (their pid files written): interrupt
+            deadline = time.monotonic() + 60
+            while (not all((run_dir / f'seed_{i}' / 'study_job.json.pid').exists()
+                           for i in (0, 1)) and time.monotonic() < deadline):
+                time.sleep(0.05)
+            raise KeyboardInterrupt
+
+    study = _job_study(tmp_path, tiny_demo_data['root'], log)
+    cand = bs.candidate('YOLOv8-n')
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        list(study._run_in_jobs([(cand, 0, 5), (cand, 1, 5), (cand, 2, 5)], plan={}))
+    assert time.monotonic() - t0 < 90  # not the jobs' 120 s sleep
+    assert sorted(p.name for p in run_dir.iterdir()) == ['seed_0', 'seed_1']  # 2 never started
+    for i in (0, 1):
+        pid = int((run_dir / f'seed_{i}' / 'study_job.json.pid').read_text())
+        with pytest.raises(ProcessLookupError):  # terminated and reaped
+            os.kill(pid, 0)
+    assert not list((tmp_path / 'res').glob('*.json'))
+
+
 # ---------------------------------------------------------------------------------- report
 
 
@@ -266,11 +343,12 @@ def _scalars(run_dir: Path) -> dict:
 
 
 def test_real_study_on_tiny_data(tmp_path, tiny_demo_data, load_tool, capsys):
-    """Two candidates (YOLOv8-n and the R18 reference), real timing, training and evaluation;
-    then a second invocation that trains nothing, the dry-run plan and the report."""
+    """Two candidates (YOLOv8-n and the R18 reference), real timing, then training and
+    evaluation as two parallel jobs (new processes, one thread each); then a second invocation
+    that trains nothing, the dry-run plan and the report."""
     tool = load_tool('analysis/backbone_study')
     res, work = tmp_path / 'res', tmp_path / 'work'
-    argv = ['--budget-s', '0.5', '--candidates', 'YOLOv8-n', '--threads', '1',
+    argv = ['--budget-s', '0.5', '--candidates', 'YOLOv8-n', '--threads', '2', '--jobs', '2',
             '--timing-rounds', '2', '--timing-warmup', '0', '--results-dir', str(res),
             '--work-dir', str(work), '--data-root', tiny_demo_data['root'],
             '--cfg-options', *TINY_OPTIONS]
@@ -292,6 +370,10 @@ def test_real_study_on_tiny_data(tmp_path, tiny_demo_data, load_tool, capsys):
         for key in ('bbox_mAP', 'bbox_mAP_50', 'bbox_mAP_75'):
             assert rec[key] == pytest.approx(logged[f'coco/{key}']), name
         assert rec['flops'] > 0 and rec['params'] > rec['backbone_params'] > 0
+        assert (rec['threads'], rec['jobs'], rec['train_threads']) == (2, 2, 1)
+        log = (work / name / 'seed_0' / 'study_job.log').read_text()
+        assert f'[study job] {name} seed 0: mAP {rec["bbox_mAP"]:.3f}' in log
+    assert out.count('(job ') == 2 and '1 thread(s)' in out
     from mmbackbones.models import YOLOv8CSPDarknet
     assert records['YOLOv8-n']['backbone_params'] == sum(
         p.numel() for p in YOLOv8CSPDarknet(arch='n').parameters())
@@ -308,6 +390,8 @@ def test_real_study_on_tiny_data(tmp_path, tiny_demo_data, load_tool, capsys):
     assert '| YOLOv8-n |' in text and '| **mmdet-ResNet-18** |' in text
     assert f'N_R18 = {n_ref} iterations' in text
     assert f"R18 against a second R18 gave x{ref['train']['ratio']:.3f}" in text
+    assert 'Training: 2 run(s) at a time with 1 thread(s) each.' in text
+    assert '--threads 2 --jobs 2 --timing-rounds 2' in text  # the command, for regenerating
 
     assert tool.main(argv + ['--dry-run']) == 0
     plan = capsys.readouterr().out

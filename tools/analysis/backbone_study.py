@@ -3,7 +3,7 @@
 
     python tools/analysis/backbone_study.py --budget-s 150 --top-k-second-seed 3 --threads 2
         [--candidates NAME ...] [--seeds 0] [--results-dir DIR] [--work-dir DIR]
-        [--data-root data/demo] [--timing-rounds 8] [--timing-warmup 1]
+        [--jobs 1] [--data-root data/demo] [--timing-rounds 8] [--timing-warmup 1]
         [--cfg-options k=v ...] [--dry-run] [--report] [--report-only]
 
 Phase 1 times every detector's training step paired with the mmdet ResNet-18 detector and plans
@@ -43,7 +43,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='mmengine work dirs of the runs (default work_dirs/backbone_study)')
     parser.add_argument('--data-root', default=osp.join('data', 'demo'),
                         help='demo data set (generated with the demo defaults if missing)')
-    parser.add_argument('--threads', type=int, default=2, help='torch threads (default 2)')
+    parser.add_argument('--threads', type=int, default=2,
+                        help='torch threads of phase 1, and of the runs split over --jobs '
+                        '(default 2)')
+    parser.add_argument('--jobs', type=int, default=1,
+                        help='training runs at once, each a new process with threads // jobs '
+                        'threads (default 1). Iteration counts come from phase 1, so this '
+                        'changes the wall time of the study, not its plan')
     parser.add_argument('--timing-rounds', type=int, default=8,
                         help='paired rounds per phase-1 timing (default 8)')
     parser.add_argument('--timing-warmup', type=int, default=1,
@@ -87,6 +93,8 @@ def study_command(args) -> str:
     if args.top_k_second_seed:
         cmd += ['--top-k-second-seed', str(args.top_k_second_seed)]
     cmd += ['--threads', str(args.threads)]
+    if args.jobs != 1:
+        cmd += ['--jobs', str(args.jobs)]
     for opt, default in (('timing_rounds', 8), ('timing_warmup', 1)):
         if getattr(args, opt) != default:
             cmd += [f'--{opt.replace("_", "-")}', str(getattr(args, opt))]
@@ -107,7 +115,8 @@ def main(argv=None) -> int:
         top_k_second_seed=args.top_k_second_seed, results_dir=args.results_dir,
         work_dir=args.work_dir, data_root=args.data_root, threads=args.threads,
         timing_rounds=args.timing_rounds, timing_warmup=args.timing_warmup,
-        cfg_options=_cfg_options(args.cfg_options), command=study_command(args))
+        cfg_options=_cfg_options(args.cfg_options), command=study_command(args),
+        jobs=args.jobs)
     try:
         study = bs.Study(settings, log=lambda msg: print(msg, flush=True))
     except ValueError as exc:
@@ -123,7 +132,8 @@ def main(argv=None) -> int:
                   'the config hash of the records needs it.', file=sys.stderr)
             return 2
         records = study.current_records()
-        bs.write_report(records, args.report_md, args.plot, stale=len(study.stale_records()))
+        bs.write_report(records, args.report_md, args.plot, stale=len(study.stale_records()),
+                        command=settings.command)
         print(f'[study] report: {args.report_md} ({len(records)} runs), {args.plot}')
     return 1 if failed else 0
 
