@@ -22,7 +22,7 @@ import mmbackbones  # noqa: F401  (registers backbones, datasets, safe checkpoin
 from mmbackbones.datasets import (DEMO_CLASSES, DEMO_PALETTE, make_demo_dataset,
                                   use_demo_data_root)
 
-DEFAULT_CONFIG = 'configs/quickstart/atss_vovnet-19-slim-dw-ese_fpn_demo.py'
+DEFAULT_CONFIG = 'configs/quickstart/atss_vovnet-19-slim-ese_fpn_demo.py'
 
 
 def parse_args(argv=None):

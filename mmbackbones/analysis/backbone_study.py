@@ -1,10 +1,12 @@
 # Copyright (c) mmbackbones contributors. Licensed under the Apache License, Version 2.0.
 """Equal-time backbone study: which backbone gives the best detector for a training-time budget?
 
-The detector is fixed: the quickstart's ATSS + mmdet FPN + head on the synthetic demo data
-(``configs/quickstart/atss_vovnet-19-slim-dw-ese_fpn_demo.py``: batch 8 at 192 px, AdamW 2e-3,
-warm-up + cosine). Only the backbone changes (:data:`CANDIDATES`), every one trained from
-scratch with that one optimiser and augmentation setting.
+The detector is fixed: ATSS + mmdet FPN + head on the synthetic demo data, batch 8 at 192 px,
+AdamW 2e-3, warm-up + cosine, as configured in the study's base config
+``configs/quickstart/atss_vovnet-19-slim-dw-ese_fpn_demo.py``. Only the backbone changes
+(:data:`CANDIDATES`), every one trained from scratch with that one optimiser and augmentation
+setting. The quickstart (``atss_vovnet-19-slim-ese_fpn_demo.py``) is this detector with the
+study's best backbone at equal time; the base stays the -slim-dw file, so the records stay valid.
 
 **Fairness.** Every run gets the same wall-clock budget ``B`` seconds, but not by watching a
 clock (a busy machine would then decide the ranking). Phase 1 times one training step of each
@@ -47,6 +49,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from mmbackbones.fileio import atomic_write
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+# The study's base detector config (the quickstart before the study chose its backbone).
 QUICKSTART = osp.join(REPO, 'configs', 'quickstart', 'atss_vovnet-19-slim-dw-ese_fpn_demo.py')
 GET_FLOPS = osp.join(REPO, 'tools', 'analysis', 'get_flops.py')
 RECORD_VERSION = 1
@@ -998,7 +1001,8 @@ def report_markdown(rows: List[dict], records: List[dict], plot_rel: str,
         'docs/backbone_study/results/; do not edit by hand. -->',
         '',
         'Which backbone gives the best detector for a fixed training-time budget? The detector '
-        'is the quickstart\'s (`configs/quickstart/atss_vovnet-19-slim-dw-ese_fpn_demo.py`: '
+        'is the quickstart\'s, from the study\'s base config '
+        '(`configs/quickstart/atss_vovnet-19-slim-dw-ese_fpn_demo.py`: '
         'ATSS + mmdet FPN and head, synthetic demo data, batch 8 at 192 px, AdamW lr 2e-3, '
         'weight decay 0.05, linear warm-up over the first 1/12 of the run then cosine to 2e-5, '
         'random horizontal flip); only the backbone changes, every one from scratch (nothing '
@@ -1072,7 +1076,8 @@ def report_markdown(rows: List[dict], records: List[dict], plot_rel: str,
                          f'{rec["bbox_mAP"]:.3f} | {rec["bbox_mAP_50"]:.3f} | '
                          f'{rec["bbox_mAP_75"]:.3f} | {rec["train_wall_s"]:.0f} | '
                          f'`{rec["config_hash"]}` |')
-        lines.append('')
+        lines += ['', 'train wall s: the run\'s own clock, which counts the time it waited for '
+                  'other runs on the machine; the budget is its iteration count, not this.', '']
         if stale:
             lines += [f'{stale} other record(s) in the results directory (another budget, '
                       'config or seed set) are not part of this report.', '']

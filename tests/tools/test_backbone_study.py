@@ -398,3 +398,23 @@ def test_real_study_on_tiny_data(tmp_path, tiny_demo_data, load_tool, capsys):
     assert f'N_R18 = {n_ref} iterations' in plan
     assert f"| {expected['YOLOv8-n']} |" in plan.split('| YOLOv8-n |')[1].splitlines()[0]
     assert os.listdir(work / 'YOLOv8-n') == ['seed_0']  # the dry run trained nothing
+
+
+def test_quickstart_is_the_study_run_it_cites():
+    """The quickstart config is the study's VoVNet-19-slim-eSE detector at the 988 s budget:
+    the same model, data, optimiser, schedule and seed, and the committed phase-1 timings plan
+    1060 iterations for it where mmdet's ResNet-18 gets 782 (what the README compares)."""
+    from mmengine.config import Config
+    quick = Config.fromfile(str(Path(bs.REPO) / 'configs' / 'quickstart' /
+                                'atss_vovnet-19-slim-ese_fpn_demo.py')).to_dict()
+    study = bs.build_config(bs.candidate('VoVNet-19-slim-eSE'), iters=1060, seed=0,
+                            data_root='data/demo', work_dir='w').to_dict()
+    for key in ('model', 'train_dataloader', 'val_dataloader', 'val_evaluator', 'optim_wrapper',
+                'param_scheduler', 'train_cfg', 'randomness', 'image_size'):
+        assert quick[key] == study[key], key
+    timing = Path(bs.REPO) / 'docs' / 'backbone_study' / 'results' / 'timing'
+    ref = json.loads((timing / 'reference.json').read_text())
+    ratio = json.loads((timing / 'VoVNet-19-slim-eSE.json').read_text())['train']['ratio']
+    t_ref = (ref['train']['ms'] + ref['train']['ref_ms']) / 2
+    n_ref, iters = bs.plan_iterations(988, t_ref, {'VoVNet-19-slim-eSE': ratio})
+    assert (n_ref, iters['VoVNet-19-slim-eSE']) == (782, 1060)
