@@ -199,6 +199,11 @@ def teardown_distributed(created: bool, finished: bool = False) -> None:
         if finished:
             print(f'[mmbackbones] rank {torch_dist.get_rank()}/{torch_dist.get_world_size()}: '
                   'finished.', flush=True)
+            # Every rank leaves together: a rank that destroyed its gloo group while a peer
+            # still had work in flight was seen to abort at exit ('terminate called without an
+            # active exception', exit -6) after a complete run. Not after a failure: a peer
+            # that died would leave the barrier waiting until torchrun stops the group.
+            torch_dist.barrier()
         torch_dist.destroy_process_group()
 
 
