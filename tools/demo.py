@@ -1,16 +1,21 @@
 """The embedded demo: synthetic COCO data -> train a detector on CPU -> COCO mAP -> a picture.
 
-    python tools/demo.py [--config CONFIG] [--work-dir DIR] [--max-iters N] [--num-train N]
+    python tools/demo.py [--config CONFIG] [--work-dir DIR] [--max-iters N] [--num-train N] [--amp]
 
 1. generates (or reuses) the deterministic demo dataset in ``data/demo``;
 2. trains the quickstart detector (an mmbackbones backbone + mmdet's FPN and head) on CPU;
 3. evaluates it with mmdet's COCO metric and prints the bbox mAP;
 4. saves ``<work-dir>/predictions.png``: predictions on validation images (ground truth in
    thin white, predictions coloured by class with their scores).
+
+``--amp`` trains, validates and draws under bf16 autocast (float32 weights), as
+``tools/train.py --amp`` does on a CPU; it is refused with a clear error on a CPU without bf16
+kernels.
 """
 import argparse
 import os
 import os.path as osp
+import sys
 import time
 from typing import List
 
@@ -21,6 +26,7 @@ from PIL import Image, ImageDraw
 import mmbackbones  # noqa: F401  (registers backbones, datasets, safe checkpoint loading)
 from mmbackbones.datasets import (DEMO_CLASSES, DEMO_PALETTE, make_demo_dataset,
                                   use_demo_data_root)
+from mmbackbones.engine.launch import UsageError
 
 DEFAULT_CONFIG = 'configs/quickstart/atss_vovnet-19-slim-ese_fpn_demo.py'
 
@@ -36,6 +42,8 @@ def parse_args(argv=None):
     parser.add_argument('--max-iters', type=int, help='override the config (quick runs)')
     parser.add_argument('--num-vis', type=int, default=8, help='validation images to draw')
     parser.add_argument('--score-thr', type=float, default=0.3)
+    parser.add_argument('--amp', action='store_true',
+                        help='bf16 autocast on the CPU (fp16 AMP on a GPU), as tools/train.py')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     return parser.parse_args(argv)
 
@@ -51,13 +59,18 @@ def build_config(args) -> Config:
     cfg.work_dir = args.work_dir
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
+    if args.amp:
+        from mmbackbones.engine.launch import enable_amp
+        enable_amp(cfg)  # UsageError on a CPU without bf16 kernels
     return cfg
 
 
 def draw_predictions(model, cfg: Config, data_root: str, out_path: str, num: int,
-                     score_thr: float, scale: int = 2) -> str:
+                     score_thr: float, scale: int = 2, amp: bool = False) -> str:
     from mmdet.apis import inference_detector
     from mmengine.fileio import load
+
+    from mmbackbones.engine.amp import cpu_autocast
 
     coco = load(osp.join(data_root, 'annotations', 'instances_val.json'))
     images = coco['images'][:num]
@@ -69,7 +82,8 @@ def draw_predictions(model, cfg: Config, data_root: str, out_path: str, num: int
     tiles: List[Image.Image] = []
     for info in images:
         path = osp.join(data_root, 'val', info['file_name'])
-        result = inference_detector(model, path)
+        with cpu_autocast(model, enabled=amp and not next(model.parameters()).is_cuda):
+            result = inference_detector(model, path)
         img = Image.open(path).convert('RGB')
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
         draw = ImageDraw.Draw(img)
@@ -100,7 +114,11 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     print(f'[demo] dataset: {args.data_root} ({args.num_train} train / {args.num_val} val, '
           f'seed {args.seed})', flush=True)
-    cfg = build_config(args)
+    try:
+        cfg = build_config(args)
+    except UsageError as exc:
+        print(f'demo.py: error: {exc}', file=sys.stderr)
+        sys.exit(2)
     make_demo_dataset(args.data_root, num_train=args.num_train, num_val=args.num_val,
                       image_size=tuple(cfg.image_size), seed=args.seed)
     os.makedirs(args.work_dir, exist_ok=True)
@@ -114,9 +132,10 @@ def main(argv=None) -> dict:
                for key in ('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/bbox_mAP_75')}
     picture = draw_predictions(runner.model, cfg, args.data_root,
                                osp.join(args.work_dir, 'predictions.png'), args.num_vis,
-                               args.score_thr)
+                               args.score_thr, amp=args.amp)
     bbox_map = metrics.get('coco/bbox_mAP')
-    print(f'[demo] trained {cfg.train_cfg.max_iters} iterations in {train_min:.1f} min '
+    precision = ' under bf16 autocast' if args.amp else ''
+    print(f'[demo] trained {cfg.train_cfg.max_iters} iterations{precision} in {train_min:.1f} min '
           f'(log: {runner.log_dir})')
     print(f'[demo] val bbox mAP (COCO 0.5:0.95) = {bbox_map:.3f}, '
           f'mAP@0.5 = {metrics.get("coco/bbox_mAP_50"):.3f}')

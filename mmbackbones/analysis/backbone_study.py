@@ -190,13 +190,19 @@ def _quickstart():
     return Config.fromfile(QUICKSTART)
 
 
+AMP_CHOICES = ('fp32', 'bf16')
+
+
 def build_config(cand: Candidate, *, iters: int, seed: int, data_root: str, work_dir: str,
-                 cfg_options: Optional[dict] = None):
+                 cfg_options: Optional[dict] = None, amp: str = 'fp32'):
     """The quickstart config with ``cand``'s backbone, ``iters`` iterations and ``seed``.
 
     The neck's ``in_channels`` are read from the backbone; a P3-P6 candidate moves the head's
     anchors to strides 8..64. Checkpoints are off (a study keeps metrics, not weights);
-    ``cfg_options`` (a dict of dotted keys, as ``--cfg-options``) apply last.
+    ``cfg_options`` (a dict of dotted keys, as ``--cfg-options``) apply last. ``amp='bf16'``:
+    training and validation under CPU bf16 autocast, as ``tools/train.py --amp`` sets them
+    (``CPUBF16AmpOptimWrapper``, ``CPUBF16ValLoop``); whether this CPU has bf16 kernels is
+    checked by :class:`Study`, not here (a config hash is machine-independent).
     """
     from mmengine.config import ConfigDict
     if iters < 2:
@@ -223,9 +229,20 @@ def build_config(cand: Candidate, *, iters: int, seed: int, data_root: str, work
                                  ramp=max(1, round(iters * cand.act_learn_ramp)))]
     cfg.randomness = dict(seed=seed)
     cfg.work_dir = work_dir
+    if amp not in AMP_CHOICES:
+        raise ValueError(f'amp={amp!r}: choose one of {list(AMP_CHOICES)}.')
+    if amp == 'bf16':
+        cfg.optim_wrapper.type = 'CPUBF16AmpOptimWrapper'
+        cfg.val_cfg = ConfigDict(type='CPUBF16ValLoop')
+        cfg.test_cfg = ConfigDict(type='CPUBF16TestLoop')
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     return cfg
+
+
+def is_bf16(cfg) -> bool:
+    """Whether a study config trains under CPU bf16 autocast (``build_config(amp='bf16')``)."""
+    return cfg.optim_wrapper.get('type') == 'CPUBF16AmpOptimWrapper'
 
 
 def _canonical(obj) -> str:
@@ -247,13 +264,14 @@ def data_fingerprint(data_root: str) -> str:
 
 
 def config_hash(cand: Candidate, *, cfg_options: Optional[dict], threads: int,
-                data_sha: str) -> str:
+                data_sha: str, amp: str = 'fp32') -> str:
     """What a run's result depends on, but for the iteration count and the seed: the full config
-    (paths replaced), the data, the thread count and the record version. Memoised."""
+    (paths replaced; under bf16 its optim wrapper and loops), the data, the thread count and the
+    record version. Memoised."""
     memo_key = _canonical([cand.name, cand.backbone_cfg(), cand.strides, cand.act_learn_ramp,
-                           cfg_options, threads, data_sha])
+                           cfg_options, threads, data_sha, amp])
     if memo_key not in _HASHES:
-        _HASHES[memo_key] = _config_hash(cand, cfg_options, threads, data_sha)
+        _HASHES[memo_key] = _config_hash(cand, cfg_options, threads, data_sha, amp)
     return _HASHES[memo_key]
 
 
@@ -261,9 +279,9 @@ _HASHES: Dict[str, str] = {}
 
 
 def _config_hash(cand: Candidate, cfg_options: Optional[dict], threads: int,
-                 data_sha: str) -> str:
+                 data_sha: str, amp: str) -> str:
     cfg = build_config(cand, iters=1000, seed=0, data_root='<data_root>', work_dir='<work_dir>',
-                       cfg_options=cfg_options)
+                       cfg_options=cfg_options, amp=amp)
     state = cfg.to_dict()
     for key in ('work_dir', 'train_cfg', 'param_scheduler', 'randomness', 'custom_hooks'):
         state.pop(key, None)
@@ -338,9 +356,11 @@ def _inference(cfg, image) -> Callable[[], object]:
     import torch
     model = _build_detector(cfg).eval()
     data = model.data_preprocessor(image, False)
+    bf16 = is_bf16(cfg)
 
     def run():
-        with torch.no_grad():
+        # mode='tensor' is the network (backbone + FPN + head): all of it under autocast
+        with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16, enabled=bf16):
             return model(data['inputs'], data['data_samples'], mode='tensor')
     return run
 
@@ -378,6 +398,7 @@ class StudySettings:
     cfg_options: dict = field(default_factory=dict)
     command: str = ''  # the normalised command line, for the report
     jobs: int = 1  # training runs at once, each in its own process with train_threads threads
+    amp: str = 'fp32'  # 'bf16': phase 1 and training under CPU bf16 autocast
 
     def validate(self) -> None:
         if not (isinstance(self.budget_s, (int, float)) and self.budget_s > 0
@@ -394,6 +415,8 @@ class StudySettings:
             raise ValueError(f'--threads: {self.threads} must be >= 1.')
         if not isinstance(self.jobs, int) or self.jobs < 1:
             raise ValueError(f'--jobs: {self.jobs!r} must be an integer >= 1.')
+        if self.amp not in AMP_CHOICES:
+            raise ValueError(f'--amp: {self.amp!r} is not one of {list(AMP_CHOICES)}.')
         if self.timing_rounds < 2 or self.timing_warmup < 0:
             raise ValueError(f'--timing-rounds {self.timing_rounds} must be >= 2 and '
                              f'--timing-warmup {self.timing_warmup} >= 0.')
@@ -444,6 +467,12 @@ class Study:
                  timer: Optional[Callable] = None, complexity: Optional[Callable] = None,
                  log: Callable[[str], None] = print) -> None:
         settings.validate()
+        if settings.amp == 'bf16':
+            from mmbackbones.engine.amp import CPUBF16UnsupportedError, check_cpu_bf16
+            try:
+                check_cpu_bf16('--amp bf16')
+            except CPUBF16UnsupportedError as exc:
+                raise ValueError(str(exc)) from exc
         if settings.jobs > 1 and trainer is not None:
             raise ValueError(f'--jobs {settings.jobs}: parallel runs train in new processes '
                              'with the default trainer; a custom trainer needs jobs=1.')
@@ -474,13 +503,13 @@ class Study:
                 self._data_sha = data_fingerprint(self.s.data_root)
             self._hashes[cand.name] = config_hash(
                 cand, cfg_options=self.s.cfg_options,
-                threads=self.s.threads, data_sha=self._data_sha)
+                threads=self.s.threads, data_sha=self._data_sha, amp=self.s.amp)
         return self._hashes[cand.name]
 
     def cfg(self, cand: Candidate, iters: int = 1000, seed: int = 0, work_dir: str = ''):
         return build_config(cand, iters=iters, seed=seed, data_root=self.s.data_root,
                             work_dir=work_dir or self.s.work_dir,
-                            cfg_options=self.s.cfg_options)
+                            cfg_options=self.s.cfg_options, amp=self.s.amp)
 
     def timing_key(self, cand: Candidate) -> str:
         ref = candidate(REFERENCE)
@@ -491,7 +520,8 @@ class Study:
     def timing(self, cand: Candidate, *, measure: bool = True) -> Optional[dict]:
         """The phase-1 record of ``cand`` (``'reference'`` for R18 vs R18), measured if missing."""
         tag = 'reference' if cand.name == REFERENCE else cand.name
-        path = osp.join(self.s.results_dir, 'timing', f'{tag}.json')
+        suffix = '' if self.s.amp == 'fp32' else f'__{self.s.amp}'
+        path = osp.join(self.s.results_dir, 'timing', f'{tag}{suffix}.json')
         key = self.timing_key(cand)
         rec = _read_json(path)
         if rec is not None and rec.get('key') == key:
@@ -510,7 +540,9 @@ class Study:
         result = self.timer(cand_cfg, ref_cfg, self._inputs, rounds=self.s.timing_rounds,
                             warmup=self.s.timing_warmup)
         result.update(self.complexity(cand_cfg))
+        from mmbackbones.analysis.timing import cpu_description
         rec = dict(version=RECORD_VERSION, key=key, candidate=tag, threads=self.s.threads,
+                   amp=self.s.amp, cpu=cpu_description(),
                    rounds=self.s.timing_rounds, warmup=self.s.timing_warmup,
                    seconds=round(time.perf_counter() - start, 1), **result)
         _write_json(path, rec)
@@ -715,6 +747,7 @@ class Study:
                     proc.wait()
 
     def execute(self, cand: Candidate, seed: int, iters: int, plan: dict) -> dict:
+        from mmbackbones.analysis.timing import cpu_description
         work_dir = self.run_dir(cand, seed)
         cfg = self.cfg(cand, iters=iters, seed=seed, work_dir=work_dir)
         result = self.trainer(cfg, work_dir)
@@ -726,6 +759,7 @@ class Study:
             baseline=cand.baseline, seed=seed, budget_s=self.s.budget_s,
             config_hash=self.chash(cand), iters=iters, ref_iters=plan['ref_iters'],
             threads=self.s.threads, train_threads=self.s.train_threads, jobs=self.s.jobs,
+            amp=self.s.amp, cpu=cpu_description(), timing_cpu=timing.get('cpu'),
             command=self.s.command,
             backbone=cand.backbone_cfg(),
             train_ratio=1.0 if is_ref else timing['train']['ratio'],
@@ -985,6 +1019,22 @@ def _execution(records: List[dict]) -> str:
             'scheduled changes their wall time, not what they train.')
 
 
+def _machines(records: List[dict]) -> str:
+    """The CPUs that timed and trained the runs, from the records (older records name none)."""
+    cpus = sorted({r.get(k) or 'not recorded' for r in records for k in ('timing_cpu', 'cpu')})
+    return f' CPU of phase 1 and the runs: {"; ".join(cpus)}.'
+
+
+def _precision(records: List[dict]) -> str:
+    """Which precision phase 1 and the runs used, from the records."""
+    amps = sorted({r.get('amp', 'fp32') for r in records})
+    if amps == ['fp32']:
+        return ' Precision: float32 throughout.'
+    return (f' Precision: {" and ".join(amps)}; bf16 means phase 1, training and validation '
+            'under CPU bf16 autocast (`--amp bf16`: float32 weights, `CPUBF16AmpOptimWrapper`, '
+            'R18 timed under bf16 too).')
+
+
 def report_markdown(rows: List[dict], records: List[dict], plot_rel: str,
                     stale: int = 0, command: Optional[str] = None) -> str:
     records = sorted(records, key=_record_order)
@@ -1025,7 +1075,7 @@ def report_markdown(rows: List[dict], records: List[dict], plot_rel: str,
             'round(N_R18 / r) iterations, where r is its train-step time over R18\'s, measured '
             'paired in one process (alternating, same batch and threads). Machine noise thus '
             'changes no iteration count within a study.' + _noise_floor(first)
-            + _execution(records),
+            + _execution(records) + _precision(records) + _machines(records),
             '',
             '| candidate | family | params (M) backbone / detector | GFLOPs | train ms/iter '
             '(x R18) | iterations | mAP | mAP50 | mAP75 | infer ms (x R18) | seeds | Pareto |',

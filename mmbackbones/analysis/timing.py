@@ -51,3 +51,26 @@ def time_pair(ours: Callable[[], object], peer: Callable[[], object], *, rounds:
     low, high = median_interval(ratios)
     return PairTiming(statistics.median(ours_t) * 1e3, statistics.median(peer_t) * 1e3,
                       statistics.median(ratios), rounds, low, high)
+
+
+def cpu_description() -> str:
+    """This CPU in words, for benchmark and study records: its model name (Linux
+    ``/proc/cpuinfo``, else ``platform.processor()``), the logical cores this process may use
+    and PyTorch's kernel capability (e.g. ``'Intel(R) Xeon(R) Processor, 2 cores, AVX512'``)."""
+    import os
+    import platform
+
+    import torch
+    name = ''
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    name = line.split(':', 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    name = name or platform.processor() or platform.machine() or 'unknown CPU'
+    cores = (len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity')
+             else os.cpu_count())
+    return f'{name}, {cores} cores, {torch.backends.cpu.get_cpu_capability()}'

@@ -171,6 +171,83 @@ def test_resume_reruns_only_what_is_missing(tmp_path, tiny_demo_data):
     assert len(work.timed) == 3  # and new timings (their key holds the config hash)
 
 
+def test_bf16_study_is_its_own_study(tmp_path, tiny_demo_data, monkeypatch):
+    """--amp bf16: configs train and validate under the CPU bf16 wrapper and loops, the config
+    hashes (so the records) and the phase-1 files are their own, the fp32 study's stay as they
+    are, and a CPU without bf16 kernels is refused before anything runs."""
+    from mmbackbones.engine import amp
+    cand = bs.candidate('YOLOv8-n')
+    fp32 = bs.build_config(cand, iters=10, seed=0, data_root='d', work_dir='w')
+    bf16 = bs.build_config(cand, iters=10, seed=0, data_root='d', work_dir='w', amp='bf16')
+    assert fp32.optim_wrapper.type == 'OptimWrapper' and not bs.is_bf16(fp32)
+    assert bf16.optim_wrapper.type == 'CPUBF16AmpOptimWrapper' and bs.is_bf16(bf16)
+    assert (bf16.val_cfg.type, bf16.test_cfg.type) == ('CPUBF16ValLoop', 'CPUBF16TestLoop')
+    assert fp32.val_cfg.type == 'ValLoop'
+    hashes = {a: bs.config_hash(cand, cfg_options=None, threads=2, data_sha='x', amp=a)
+              for a in bs.AMP_CHOICES}
+    assert hashes['fp32'] != hashes['bf16']
+    assert hashes['fp32'] == bs.config_hash(cand, cfg_options=None, threads=2, data_sha='x')
+    with pytest.raises(ValueError, match=r"amp='fp16': choose one of \['fp32', 'bf16'\]"):
+        bs.build_config(cand, iters=10, seed=0, data_root='d', work_dir='w', amp='fp16')
+    with pytest.raises(ValueError, match=r"--amp: 'fp16' is not one of \['fp32', 'bf16'\]"):
+        bs.StudySettings(budget_s=1, candidates=[cand], amp='fp16').validate()
+
+    work = FakeWork()
+    settings = dict(budget_s=3.0, candidates=bs.select_candidates(['YOLOv8-n']),
+                    results_dir=str(tmp_path / 'res'), work_dir=str(tmp_path / 'work'),
+                    data_root=tiny_demo_data['root'], threads=1)
+
+    def study(**kw):
+        return bs.Study(bs.StudySettings(**dict(settings, **kw)), trainer=work.trainer,
+                        timer=work.timer, complexity=work.complexity, log=lambda m: None)
+
+    monkeypatch.delenv(amp.ALLOW_EMULATED_ENV, raising=False)
+    monkeypatch.setattr(amp, 'cpu_supports_bf16', lambda: False)
+    with pytest.raises(ValueError, match='--amp bf16: bfloat16 autocast on the CPU needs bf16 '
+                                         'kernels'):
+        study(amp='bf16')
+    assert work.timed == [] and not (tmp_path / 'res').exists()
+
+    monkeypatch.setattr(amp, 'cpu_supports_bf16', lambda: True)
+    assert study().run() == 0 and study(amp='bf16').run() == 0
+    assert len(work.timed) == 4 and len(work.trained) == 4  # nothing shared between the two
+    timing = sorted(p.name for p in (tmp_path / 'res' / 'timing').iterdir())
+    assert timing == ['YOLOv8-n.json', 'YOLOv8-n__bf16.json', 'reference.json',
+                      'reference__bf16.json']
+    bf16_recs = study(amp='bf16').current_records()
+    assert {r['amp'] for r in bf16_recs} == {'bf16'} and len(bf16_recs) == 2
+    assert {r['amp'] for r in study().current_records()} == {'fp32'}
+    assert all(r['cpu'] and r['timing_cpu'] == r['cpu'] for r in bf16_recs)
+    text = bs.report_markdown(bs.aggregate(bf16_recs), bf16_recs, 'p.png')
+    assert 'Precision: bf16; bf16 means phase 1, training and validation under CPU bf16' in text
+    assert f'CPU of phase 1 and the runs: {bf16_recs[0]["cpu"]}.' in text
+
+
+def test_bf16_inference_timing_runs_under_autocast(monkeypatch):
+    """Phase 1's inference callable of a bf16 config computes in bf16 (its outputs are bf16);
+    the fp32 one in float32."""
+    from mmengine.dataset import pseudo_collate
+    from mmengine.structures import InstanceData
+
+    from mmbackbones.engine import amp
+    from mmdet.structures import DetDataSample
+    if not amp.cpu_supports_bf16():  # same numbers, reference kernels (slow, but tiny here)
+        monkeypatch.setenv(amp.ALLOW_EMULATED_ENV, '1')
+    cand = bs.candidate('YOLOv8-n')
+    sample = DetDataSample(metainfo=dict(img_shape=(64, 64), ori_shape=(64, 64),
+                                         scale_factor=(1.0, 1.0)))
+    sample.gt_instances = InstanceData()
+    image = pseudo_collate([dict(inputs=torch.randint(0, 255, (3, 64, 64), dtype=torch.uint8),
+                                 data_samples=sample)])
+    dtypes = {}
+    for precision in bs.AMP_CHOICES:
+        cfg = bs.build_config(cand, iters=10, seed=0, data_root='d', work_dir='w',
+                              amp=precision)
+        cls_scores = bs._inference(cfg, image)()[0]
+        dtypes[precision] = {t.dtype for t in cls_scores}
+    assert dtypes == {'fp32': {torch.float32}, 'bf16': {torch.bfloat16}}
+
+
 def test_interrupted_study_resumes(tmp_path, tiny_demo_data):
     """A run that dies (here: raises) leaves no record; the next invocation runs only it."""
     work = FakeWork()

@@ -3,7 +3,7 @@
 
     python tools/analysis/backbone_study.py --budget-s 150 --top-k-second-seed 3 --threads 2
         [--candidates NAME ...] [--seeds 0] [--results-dir DIR] [--work-dir DIR]
-        [--jobs 1] [--data-root data/demo] [--timing-rounds 8] [--timing-warmup 1]
+        [--jobs 1] [--amp fp32|bf16] [--data-root data/demo] [--timing-rounds 8] [--timing-warmup 1]
         [--cfg-options k=v ...] [--dry-run] [--report] [--report-only]
 
 Phase 1 times every detector's training step paired with the mmdet ResNet-18 detector and plans
@@ -50,6 +50,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='training runs at once, each a new process with threads // jobs '
                         'threads (default 1). Iteration counts come from phase 1, so this '
                         'changes the wall time of the study, not its plan')
+    parser.add_argument('--amp', default='fp32', choices=bs.AMP_CHOICES,
+                        help='bf16: phase 1 and training under CPU bf16 autocast (float32 '
+                        'weights, tools/train.py --amp); needs a CPU with bf16 kernels')
     parser.add_argument('--timing-rounds', type=int, default=8,
                         help='paired rounds per phase-1 timing (default 8)')
     parser.add_argument('--timing-warmup', type=int, default=1,
@@ -95,6 +98,8 @@ def study_command(args) -> str:
     cmd += ['--threads', str(args.threads)]
     if args.jobs != 1:
         cmd += ['--jobs', str(args.jobs)]
+    if args.amp != 'fp32':
+        cmd += ['--amp', args.amp]
     for opt, default in (('timing_rounds', 8), ('timing_warmup', 1)):
         if getattr(args, opt) != default:
             cmd += [f'--{opt.replace("_", "-")}', str(getattr(args, opt))]
@@ -116,7 +121,7 @@ def main(argv=None) -> int:
         work_dir=args.work_dir, data_root=args.data_root, threads=args.threads,
         timing_rounds=args.timing_rounds, timing_warmup=args.timing_warmup,
         cfg_options=_cfg_options(args.cfg_options), command=study_command(args),
-        jobs=args.jobs)
+        jobs=args.jobs, amp=args.amp)
     try:
         study = bs.Study(settings, log=lambda msg: print(msg, flush=True))
     except ValueError as exc:

@@ -21,6 +21,7 @@ from torch import nn
 
 import mmbackbones  # noqa: F401
 from mmbackbones.analysis import time_pair
+from mmbackbones.analysis.timing import cpu_description
 
 # ---------------------------------------------------------------- families: (ours, peer) builders
 
@@ -379,7 +380,7 @@ def main(argv: List[str] = None) -> None:
     if args.json:
         _write_json(args.json, dict(
             family=args.family, peer=peer_name, torch=torch.__version__, device=args.device,
-            where=where, threads=args.threads, amp=args.amp or 'fp32', layout=args.layout,
+            where=where, cpu=cpu_description(), threads=args.threads, amp=args.amp or 'fp32', layout=args.layout,
             rounds=args.rounds, rows=rows, **({'amp_kernels': amp_kernels} if amp_kernels else {})))
 
 
