@@ -1021,7 +1021,8 @@ def _execution(records: List[dict]) -> str:
 
 def _machines(records: List[dict]) -> str:
     """The CPUs that timed and trained the runs, from the records (older records name none)."""
-    cpus = sorted({r.get(k) or 'not recorded' for r in records for k in ('timing_cpu', 'cpu')})
+    cpus = sorted({r.get(k) or 'not recorded (an older record)' for r in records
+                   for k in ('timing_cpu', 'cpu')})
     return f' CPU of phase 1 and the runs: {"; ".join(cpus)}.'
 
 
