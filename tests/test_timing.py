@@ -23,3 +23,26 @@ def test_time_pair_reports_the_interval():
     # alternating order: ours first in even rounds, peer first in odd ones
     assert calls[2:6] == ['ours', 'peer', 'peer', 'ours']
     assert t.rounds == 6 and t.ratio_low <= t.ratio <= t.ratio_high
+
+
+def test_cpu_description_names_the_cpu_cores_and_kernels(monkeypatch):
+    import os
+
+    import torch
+
+    from mmbackbones.analysis.timing import cpu_description
+    text = cpu_description()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+    assert text.endswith(f', {cores} cores, {torch.backends.cpu.get_cpu_capability()}'), text
+    name = text.rsplit(',', 2)[0]
+    assert name and name != 'unknown CPU'
+    import builtins
+    real_open = builtins.open
+
+    def no_cpuinfo(path, *args, **kwargs):
+        if path == '/proc/cpuinfo':
+            raise OSError('no such file')
+        return real_open(path, *args, **kwargs)
+    monkeypatch.setattr(builtins, 'open', no_cpuinfo)
+    monkeypatch.setattr('platform.processor', lambda: 'Some CPU')
+    assert cpu_description().startswith('Some CPU, ')
