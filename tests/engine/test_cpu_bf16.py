@@ -10,7 +10,8 @@ The bound is tests/numerics.py's form with bfloat16's unit roundoff (2**-8) in p
 float32's: ``BF16_ROUNDING_PER_LAYER * 2**-8 * depth * scale`` (depth and scale from
 :func:`tests.numerics.path_stats`). Measured at 1 thread (max abs diff / (2**-8 * depth *
 scale)): 0.012 (VanillaNet deploy) .. 0.090 (PResNet-18, train) across the models and paths
-here, so BF16_ROUNDING_PER_LAYER = 0.25 leaves 2.8x headroom; the perturbed models are 27-34
+here with PyTorch's reference kernels (an AVX2 CPU), 0.015 .. 0.090 with oneDNN's AMX kernels (a
+Xeon with AMX), so BF16_ROUNDING_PER_LAYER = 0.25 leaves 2.8x headroom; the perturbed models are 27-34
 bounds off. It is below the float32 constant (8) because that one bounds a worst case of
 reordered sums, while here the error is the rounding of each conv's inputs (activations and
 weights) to 8 mantissa bits: independent per element, so it largely cancels in a conv's sum over
@@ -20,8 +21,8 @@ divides by the std of 2-8 values, which amplifies any rounding (measured up to 0
 layer), a property of that input, not of the model; the tiny RetinaNet run in
 tests/tools/test_amp_tools.py trains BN in batch mode end to end.
 
-On a CPU without bf16 kernels (this project's CI machine is AVX2) autocast runs PyTorch's
-reference bf16 kernels: the same rounding, only slow; the tests that go through our entry points
+On a CPU without bf16 kernels (an AVX2 machine, as this project's CI had before) autocast runs
+PyTorch's reference bf16 kernels: the same rounding, only slow; the tests that go through our entry points
 set MMBACKBONES_ALLOW_EMULATED_BF16=1 for that. Inputs are 64x64 to keep those kernels fast.
 """
 import copy

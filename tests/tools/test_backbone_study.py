@@ -221,6 +221,11 @@ def test_bf16_study_is_its_own_study(tmp_path, tiny_demo_data, monkeypatch):
     text = bs.report_markdown(bs.aggregate(bf16_recs), bf16_recs, 'p.png')
     assert 'Precision: bf16; bf16 means phase 1, training and validation under CPU bf16' in text
     assert f'CPU of phase 1 and the runs: {bf16_recs[0]["cpu"]}.' in text
+    assert '--report from docs/backbone_study/results/; do not edit' in text
+    text = bs.report_markdown(bs.aggregate(bf16_recs), bf16_recs, 'p.png',
+                              results_dir='docs/other_results/')
+    assert '--report from docs/other_results/; do not edit' in text
+    assert 'Phase-1 timings are kept in `docs/other_results/timing/`' in text
 
 
 def test_bf16_inference_timing_runs_under_autocast(monkeypatch):
