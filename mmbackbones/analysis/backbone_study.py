@@ -191,6 +191,8 @@ def _quickstart():
 
 
 AMP_CHOICES = ('fp32', 'bf16')
+#: Where a study keeps its records and phase-1 timings (``--results-dir``'s default).
+RESULTS_DIR = osp.join('docs', 'backbone_study', 'results')
 
 
 def build_config(cand: Candidate, *, iters: int, seed: int, data_root: str, work_dir: str,
@@ -389,7 +391,7 @@ class StudySettings:
     candidates: List[Candidate]
     seeds: List[int] = field(default_factory=lambda: [0])
     top_k_second_seed: int = 0
-    results_dir: str = osp.join('docs', 'backbone_study', 'results')
+    results_dir: str = RESULTS_DIR
     work_dir: str = osp.join('work_dirs', 'backbone_study')
     data_root: str = osp.join('data', 'demo')
     threads: int = 2
@@ -1038,7 +1040,7 @@ def _precision(records: List[dict]) -> str:
 
 def report_markdown(rows: List[dict], records: List[dict], plot_rel: str,
                     stale: int = 0, command: Optional[str] = None,
-                    results_dir: str = 'docs/backbone_study/results') -> str:
+                    results_dir: str = RESULTS_DIR) -> str:
     results_dir = results_dir.replace(os.sep, '/').rstrip('/')
     records = sorted(records, key=_record_order)
     first = records[0] if records else {}
@@ -1193,7 +1195,7 @@ def report_markdown(rows: List[dict], records: List[dict], plot_rel: str,
 
 def write_report(records: List[dict], md_path: str, plot_path: str, stale: int = 0,
                  command: Optional[str] = None,
-                 results_dir: str = 'docs/backbone_study/results') -> None:
+                 results_dir: str = RESULTS_DIR) -> None:
     """Write the markdown page and (when there are records) the plot, both deterministic.
     ``command``: the study's command line for the page (default: the first record's);
     ``results_dir``: where the page says the records are."""

@@ -17,15 +17,9 @@ QUICK = ['--max-iters', '2', '--num-train', '8', '--num-val', '4', '--num-vis', 
          'val_dataloader.persistent_workers=False']
 
 
-@pytest.fixture(scope='module')
-def demo():
-    import importlib.util
-
-    from tests.conftest import REPO
-    spec = importlib.util.spec_from_file_location('mmb_tool_demo', REPO / 'tools' / 'demo.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture
+def demo(load_tool):
+    return load_tool('demo')
 
 
 @pytest.mark.parametrize('precision', ['fp32', 'bf16'])

@@ -37,7 +37,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--top-k-second-seed', type=int, default=0, metavar='K',
                         help='train the K best candidates (mean mAP) once more, with seed '
                         'max(--seeds) + 1 (default 0)')
-    parser.add_argument('--results-dir', default=osp.join('docs', 'backbone_study', 'results'),
+    parser.add_argument('--results-dir', default=bs.RESULTS_DIR,
                         help='run records (default docs/backbone_study/results)')
     parser.add_argument('--work-dir', default=osp.join('work_dirs', 'backbone_study'),
                         help='mmengine work dirs of the runs (default work_dirs/backbone_study)')
@@ -104,7 +104,7 @@ def study_command(args) -> str:
         if getattr(args, opt) != default:
             cmd += [f'--{opt.replace("_", "-")}', str(getattr(args, opt))]
     for opt, default in (('data_root', osp.join('data', 'demo')),
-                         ('results_dir', osp.join('docs', 'backbone_study', 'results')),
+                         ('results_dir', bs.RESULTS_DIR),
                          ('work_dir', osp.join('work_dirs', 'backbone_study'))):
         if getattr(args, opt) != default:
             cmd += [f'--{opt.replace("_", "-")}', getattr(args, opt)]
