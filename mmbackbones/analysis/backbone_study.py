@@ -467,9 +467,9 @@ class Study:
 
     def __init__(self, settings: StudySettings, *, trainer: Optional[Callable] = None,
                  timer: Optional[Callable] = None, complexity: Optional[Callable] = None,
-                 log: Callable[[str], None] = print) -> None:
+                 log: Callable[[str], None] = print, check_cpu: bool = True) -> None:
         settings.validate()
-        if settings.amp == 'bf16':
+        if settings.amp == 'bf16' and check_cpu:  # False: only to read its records
             from mmbackbones.engine.amp import CPUBF16UnsupportedError, check_cpu_bf16
             try:
                 check_cpu_bf16('--amp bf16')
@@ -1038,9 +1038,116 @@ def _precision(records: List[dict]) -> str:
             'R18 timed under bf16 too).')
 
 
+def _ranks(values: Dict[str, float], *, descending: bool) -> Dict[str, int]:
+    order = sorted(values, key=lambda n: (-values[n] if descending else values[n], n))
+    return {name: i + 1 for i, name in enumerate(order)}
+
+
+def precision_section(compare: dict) -> List[str]:
+    """The page's section on both precisions. ``compare``: ``amps`` (this page's first),
+    and per precision ``plans`` (:meth:`Study.plan` or None: no phase 1 yet) and ``rows``
+    (:func:`aggregate` of its records at the same budget)."""
+    amps, plans, rows = compare['amps'], compare['plans'], compare['rows']
+    if any(plans[a] is None for a in amps):
+        missing = [a for a in amps if plans[a] is None]
+        return ['## fp32 and bf16', '', f'No complete phase 1 under {", ".join(missing)} for '
+                'these candidates yet: `--amp bf16 --dry-run` measures it.', '']
+    names = [n for n in CANDIDATE_NAMES if all(n in plans[a]['iters'] for a in amps)]
+
+    def ratio(a, name, kind):
+        return 1.0 if name == REFERENCE else plans[a]['timings'][name][kind]['ratio']
+
+    maps = {a: {r['candidate']: r for r in rows[a]} for a in amps}
+    both = [n for n in names if all(n in maps[a] for a in amps)]
+    rank = {a: _ranks({n: maps[a][n]['bbox_mAP'] for n in both}, descending=True)
+            for a in amps}
+    cpus = {a: plans[a]['ref_timing'].get('cpu') or 'not recorded' for a in amps}
+    a0, a1 = amps
+    lines = [
+        '## fp32 and bf16', '',
+        f'Phase 1 under each precision (bf16: CPU bf16 autocast, `--amp bf16`, with R18 '
+        'timed under bf16 too), and the study under each precision at the same '
+        f'{compare["budget_s"]:g} s budget where its runs exist. Ratios are to R18 in the same '
+        f'precision. Phase 1 CPU: {a0}: {cpus[a0]}; {a1}: {cpus[a1]}. R18 trains '
+        f'{plans[a0]["ref_iters"]} iterations in {a0} and {plans[a1]["ref_iters"]} in {a1} '
+        f'({plans[a0]["ref_train_ms"]:.0f} and {plans[a1]["ref_train_ms"]:.0f} ms per step).',
+        '' if cpus[a0] == cpus[a1] != 'not recorded' else
+        '**The two phase 1s ran on different CPUs (or one names none), so a change of ratio '
+        'below mixes precision and CPU.**',
+        '',
+        f'| candidate | train x R18 {a0} / {a1} | infer x R18 {a0} / {a1} | iterations {a0} / '
+        f'{a1} | mAP {a0} / {a1} | mAP rank {a0} / {a1} |',
+        '|:--|--:|--:|--:|--:|--:|']
+
+    def cell(a, name):
+        return _fmt_map(maps[a][name]) if name in maps[a] else 'not run'
+
+    def order(n):  # run in both by rank, then by this precision's mAP, then not run
+        return (n not in both, rank[a0].get(n, 0), -maps[a0][n]['bbox_mAP'] if n in maps[a0]
+                else 1.0, n)
+
+    for name in sorted(names, key=order):
+        shown = f'**{name}**' if name.startswith('mmdet-') else name
+        ranks = (f'{rank[a0][name]} / {rank[a1][name]}' if name in both else '-')
+        lines.append(
+            f'| {shown} | x{ratio(a0, name, "train"):.2f} / x{ratio(a1, name, "train"):.2f} | '
+            f'x{ratio(a0, name, "infer"):.2f} / x{ratio(a1, name, "infer"):.2f} | '
+            f'{plans[a0]["iters"][name]} / {plans[a1]["iters"][name]} | {cell(a0, name)} / '
+            f'{cell(a1, name)} | {ranks} |')
+    lines.append('')
+    cost = {a: _ranks({n: ratio(a, n, 'train') for n in names}, descending=False)
+            for a in amps}
+    moved = sorted((n for n in names if cost[a0][n] != cost[a1][n]),
+                   key=lambda n: (-abs(cost[a0][n] - cost[a1][n]), n))
+    text = (f'Train-step cost order (cheapest first): {len(moved)} of {len(names)} candidates '
+            f'change place from {a0} to {a1}')
+    if moved:
+        text += '; most: ' + ', '.join(
+            f'{n} {cost[a0][n]} -> {cost[a1][n]} (x{ratio(a0, n, "train"):.2f} -> '
+            f'x{ratio(a1, n, "train"):.2f})' for n in moved[:4])
+    lines += [text + '.', '']
+    if len(both) >= 2:
+        orders = {a: sorted(both, key=lambda n: rank[a][n]) for a in amps}
+        same = orders[a0] == orders[a1]
+        lines += [f'mAP order of the {len(both)} candidates run in both precisions: '
+                  + (f'the same ({" > ".join(orders[a0])}).' if same else
+                     f'{a0}: {" > ".join(orders[a0])}; {a1}: {" > ".join(orders[a1])}.')
+                  + ' Differences within the seed noise above are not a ranking.', '']
+    else:
+        lines += ['Fewer than two candidates have runs in both precisions: no mAP ranking '
+                  f'to compare yet (the same command with `--amp {a1}` trains them).', '']
+    return lines
+
+
+def precision_compare(study: 'Study') -> dict:
+    """:func:`precision_section`'s input for ``study`` and the same study in the other
+    precision (read from the same results directory; nothing is measured or run)."""
+    other = 'bf16' if study.s.amp == 'fp32' else 'fp32'
+    twin = Study(dataclasses.replace(study.s, amp=other), log=lambda msg: None,
+                 check_cpu=False)
+    studies = {study.s.amp: study, other: twin}
+    return dict(amps=(study.s.amp, other), budget_s=study.s.budget_s,
+                plans={a: s.plan(measure=False) for a, s in studies.items()},
+                rows={a: aggregate(s.current_records()) for a, s in studies.items()})
+
+
+def _seeds_bullet(rows: List[dict]) -> str:
+    counts = sorted({len(r['seeds']) for r in rows}) or [1]
+    if counts[0] >= 2:
+        text = (f'{counts[0]} seeds per candidate' if len(counts) == 1 else
+                f'{counts[0]}-{counts[-1]} seeds per candidate')
+    elif counts[-1] >= 2:
+        text = 'One seed per candidate, a second only for the top ones'
+    else:
+        text = 'One seed per candidate'
+    noise = ' (the seed noise above)' if counts[-1] >= 2 else ''
+    return (f'- **Few seeds.** {text}: differences of a point or two of mAP are within '
+            f'run-to-run noise{noise}.')
+
+
 def report_markdown(rows: List[dict], records: List[dict], plot_rel: str,
                     stale: int = 0, command: Optional[str] = None,
-                    results_dir: str = RESULTS_DIR) -> str:
+                    results_dir: str = RESULTS_DIR, compare: Optional[dict] = None) -> str:
     results_dir = results_dir.replace(os.sep, '/').rstrip('/')
     records = sorted(records, key=_record_order)
     first = records[0] if records else {}
@@ -1136,6 +1243,8 @@ def report_markdown(rows: List[dict], records: List[dict], plot_rel: str,
         if stale:
             lines += [f'{stale} other record(s) in the results directory (another budget, '
                       'config or seed set) are not part of this report.', '']
+    if compare:
+        lines += precision_section(compare)
     command = command or first.get('command') or ('python tools/analysis/backbone_study.py --budget-s 150 '
                                        '--seeds 0 --top-k-second-seed 3 --threads 2')
     lines += ['## Candidates', '', '| candidate | backbone config (plus frozen_stages=-1, '
@@ -1184,8 +1293,7 @@ def report_markdown(rows: List[dict], records: List[dict], plot_rel: str,
         'memory-bound blocks fare differently again.',
         '- **One lr / augmentation setting.** The quickstart\'s AdamW 2e-3 and flip for every '
         'backbone; some would do better with their own recipe.',
-        '- **Few seeds.** One seed per candidate, a second only for the top ones: differences '
-        'of a point or two of mAP are within run-to-run noise.',
+        _seeds_bullet(rows),
         '- **Inference latency is network-only, batch 1, 192 px, this machine.** No NMS, no '
         'export; other sizes or runtimes change it.',
         '',
@@ -1195,14 +1303,15 @@ def report_markdown(rows: List[dict], records: List[dict], plot_rel: str,
 
 def write_report(records: List[dict], md_path: str, plot_path: str, stale: int = 0,
                  command: Optional[str] = None,
-                 results_dir: str = RESULTS_DIR) -> None:
+                 results_dir: str = RESULTS_DIR, compare: Optional[dict] = None) -> None:
     """Write the markdown page and (when there are records) the plot, both deterministic.
     ``command``: the study's command line for the page (default: the first record's);
-    ``results_dir``: where the page says the records are."""
+    ``results_dir``: where the page says the records are; ``compare``: see
+    :func:`precision_section`."""
     rows = aggregate(records)
     plot_rel = osp.relpath(plot_path, osp.dirname(osp.abspath(md_path)) or '.')
     text = report_markdown(rows, records, plot_rel.replace(os.sep, '/'), stale,
-                           command, results_dir).encode()
+                           command, results_dir, compare).encode()
     atomic_write(md_path, lambda f: f.write(text))
     if rows:
         write_plot(rows, plot_path)

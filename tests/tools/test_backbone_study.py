@@ -414,6 +414,56 @@ def test_report_from_records_is_deterministic(tmp_path):
     assert md.read_text() == text and png.read_bytes() == image  # same records, same bytes
 
 
+def _plan(ratios, ref_ms, budget_s=60.0, cpu='cpu A'):
+    """A Study.plan() dict from train ratios {name: (train, infer)}."""
+    n_ref, iters = bs.plan_iterations(budget_s, ref_ms, {  # as Study.plan: R18 is x1
+        n: 1.0 if n == bs.REFERENCE else t for n, (t, _) in ratios.items()})
+    timings = {n: dict(train=dict(ratio=t), infer=dict(ratio=i)) for n, (t, i) in ratios.items()}
+    return dict(ref_train_ms=ref_ms, ref_iters=n_ref, iters=iters, timings=timings,
+                ref_timing=dict(cpu=cpu))
+
+
+def test_precision_section_compares_costs_and_ranks():
+    """The fp32 / bf16 section: cost ratios and iterations of every candidate in both, mAP
+    ranks over the candidates run in both only, which candidates change cost order."""
+    fp32 = _plan({'YOLOv8-n': (0.4, 0.5), 'HGNetV2-b0': (0.55, 0.8), 'ShuffleNetV2-x1.0':
+                  (0.3, 0.5), bs.REFERENCE: (1.03, 1.0)}, ref_ms=200.0)
+    bf16 = _plan({'YOLOv8-n': (0.5, 0.6), 'HGNetV2-b0': (1.0, 0.8), 'ShuffleNetV2-x1.0':
+                  (0.6, 0.6), bs.REFERENCE: (0.97, 1.0)}, ref_ms=50.0, cpu='cpu B')
+    rows = {'fp32': bs.aggregate([_record('YOLOv8-n', 0, 5, 40, 0.6),
+                                  _record('HGNetV2-b0', 0, 8, 55, 0.3),
+                                  _record('ShuffleNetV2-x1.0', 0, 5, 30, 0.2),
+                                  _record(bs.REFERENCE, 0, 10, 100, 0.2, baseline=True)]),
+            'bf16': bs.aggregate([_record('YOLOv8-n', 0, 5, 40, 0.7),
+                                  _record(bs.REFERENCE, 0, 10, 100, 0.75, baseline=True)])}
+    text = '\n'.join(bs.precision_section(dict(amps=('fp32', 'bf16'), budget_s=60.0,
+                                               plans=dict(fp32=fp32, bf16=bf16), rows=rows)))
+    table = {line.split('|')[1].strip(): [c.strip() for c in line.split('|')[2:-1]]
+             for line in text.splitlines() if line.startswith('| ') and 'candidate' not in line}
+    # R18: 60 s / 200 ms = 300 iterations in fp32, 60 s / 50 ms = 1200 in bf16; its own ratio
+    # is 1 by definition (the reference row is R18 against itself).
+    assert table['**mmdet-ResNet-18**'] == ['x1.00 / x1.00', 'x1.00 / x1.00', '300 / 1200',
+                                            '0.200 / 0.750', '2 / 1']
+    assert table['YOLOv8-n'] == ['x0.40 / x0.50', 'x0.50 / x0.60', '750 / 2400',
+                                 '0.600 / 0.700', '1 / 2']
+    assert table['HGNetV2-b0'] == ['x0.55 / x1.00', 'x0.80 / x0.80', '545 / 1200',
+                                   '0.300 / not run', '-']
+    assert list(table)[:2] == ['YOLOv8-n', '**mmdet-ResNet-18**']  # run in both: by rank
+    assert 'Phase 1 CPU: fp32: cpu A; bf16: cpu B. R18 trains 300 iterations in fp32' in text
+    assert 'ran on different CPUs (or one names none), so a change of ratio' in text
+    # cost order fp32: Shuffle 0.3, YOLO 0.4, HGNet 0.55, R18 1; bf16: YOLO 0.5, Shuffle 0.6,
+    # R18 1.0 ties HGNet 1.0 (name order breaks it: HGNetV2-b0 first).
+    assert ('2 of 4 candidates change place from fp32 to bf16; most: ShuffleNetV2-x1.0 1 -> 2'
+            in text)
+    assert ('fp32: YOLOv8-n > mmdet-ResNet-18; bf16: mmdet-ResNet-18 > YOLOv8-n.' in text)
+    same_cpu = dict(bf16, ref_timing=dict(cpu='cpu A'))
+    assert 'different CPUs' not in '\n'.join(bs.precision_section(dict(
+        amps=('fp32', 'bf16'), budget_s=60.0, plans=dict(fp32=fp32, bf16=same_cpu), rows=rows)))
+    missing = bs.precision_section(dict(amps=('fp32', 'bf16'), budget_s=60.0,
+                                        plans=dict(fp32=fp32, bf16=None), rows=rows))
+    assert 'No complete phase 1 under bf16' in '\n'.join(missing)
+
+
 # ---------------------------------------------------------------------------------- real run
 
 

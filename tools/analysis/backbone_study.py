@@ -138,7 +138,8 @@ def main(argv=None) -> int:
             return 2
         records = study.current_records()
         bs.write_report(records, args.report_md, args.plot, stale=len(study.stale_records()),
-                        command=settings.command, results_dir=args.results_dir)
+                        command=settings.command, results_dir=args.results_dir,
+                        compare=bs.precision_compare(study))
         print(f'[study] report: {args.report_md} ({len(records)} runs), {args.plot}')
     return 1 if failed else 0
 
