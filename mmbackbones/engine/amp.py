@@ -45,7 +45,7 @@ from mmengine.runner import TestLoop, ValLoop
 from torch import nn
 
 __all__ = ['ALLOW_EMULATED_ENV', 'CPUBF16UnsupportedError', 'cpu_supports_bf16', 'cpu_bf16_kind',
-           'check_cpu_bf16', 'cpu_autocast', 'CPUBF16AmpOptimWrapper', 'CPUBF16ValLoop',
+           'cpu_has_amx', 'check_cpu_bf16', 'cpu_autocast', 'CPUBF16AmpOptimWrapper', 'CPUBF16ValLoop',
            'CPUBF16TestLoop']
 
 #: Set to ``1`` to run bf16 autocast on a CPU without bf16 kernels (slow, numerically the same).
@@ -53,6 +53,15 @@ ALLOW_EMULATED_ENV = 'MMBACKBONES_ALLOW_EMULATED_BF16'
 
 
 _WARNED_EMULATED: List[str] = []  # the emulation warning is logged once per process
+_WARNED_NO_AMX: List[str] = []  # so is the no-AMX one
+
+#: Logged once when bf16 is asked for on a CPU with bf16 instructions but no AMX tiles.
+NO_AMX_WARNING = (
+    '{what}: this CPU computes bf16 with {kind} and has no AMX tiles, so bf16 autocast is '
+    'likely slower than float32 here, not faster: on a 2-core Xeon without AMX, detector train '
+    'steps took 1.21-1.26x and inference 1.26-1.37x their float32 time; with AMX, 0.57-0.70x '
+    '(docs/benchmarks.md, "bf16 autocast on CPU"). Drop {what} on this machine unless you '
+    'want bf16 numerics.')
 
 
 class CPUBF16UnsupportedError(RuntimeError):
@@ -67,10 +76,16 @@ def cpu_supports_bf16() -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+def cpu_has_amx() -> bool:
+    """True when this CPU has AMX tiles, the units that make bf16 convs and matmuls faster
+    than float32 (without them, bf16 can be slower: see :func:`check_cpu_bf16`)."""
+    return bool(getattr(torch.cpu, '_is_amx_tile_supported', lambda: False)())
+
+
 def cpu_bf16_kind() -> str:
     """How this CPU computes bf16, in words (for logs and benchmark headers)."""
     cpu = torch.cpu
-    if getattr(cpu, '_is_amx_tile_supported', lambda: False)():
+    if cpu_has_amx():
         return 'AMX (native bf16)'
     if getattr(cpu, '_is_avx512_bf16_supported', lambda: False)():
         return 'AVX512-BF16 (native bf16)'
@@ -82,8 +97,13 @@ def cpu_bf16_kind() -> str:
 
 def check_cpu_bf16(what: str) -> None:
     """Raise :class:`CPUBF16UnsupportedError` naming ``what`` (e.g. ``'--amp'``) unless this CPU
-    has bf16 kernels or :data:`ALLOW_EMULATED_ENV` is ``1`` (then warn and go on)."""
+    has bf16 kernels or :data:`ALLOW_EMULATED_ENV` is ``1`` (then warn and go on). bf16
+    kernels without AMX go on with :data:`NO_AMX_WARNING`, once per process."""
     if cpu_supports_bf16():
+        if not cpu_has_amx() and not _WARNED_NO_AMX:
+            _WARNED_NO_AMX.append(what)
+            print_log(NO_AMX_WARNING.format(what=what, kind=cpu_bf16_kind()),
+                      logger='current', level=logging.WARNING)
         return
     allow = os.environ.get(ALLOW_EMULATED_ENV, '')
     if allow == '1':

@@ -26,6 +26,7 @@ PyTorch's reference bf16 kernels: the same rounding, only slow; the tests that g
 set MMBACKBONES_ALLOW_EMULATED_BF16=1 for that. Inputs are 64x64 to keep those kernels fast.
 """
 import copy
+import logging
 from typing import Callable, Dict, List
 
 import pytest
@@ -249,6 +250,27 @@ def test_a_cpu_without_bf16_is_refused_with_what_to_do(monkeypatch):
         _wrapper(_tiny_model())
     monkeypatch.setattr(amp, 'cpu_supports_bf16', lambda: True)
     _wrapper(_tiny_model())  # a bf16 CPU takes any value of the switch
+
+
+def test_bf16_without_amx_warns_once_that_it_is_likely_slower(monkeypatch):
+    """bf16 instructions without AMX tiles: allowed, with one warning per process that names
+    the switch and the CPU and says float32 is likely faster; none with AMX."""
+    logged = []
+    monkeypatch.setattr(amp, 'print_log', lambda msg, **kw: logged.append((msg, kw['level'])))
+    monkeypatch.setattr(amp, 'cpu_supports_bf16', lambda: True)
+    monkeypatch.setattr(amp, '_WARNED_NO_AMX', [])
+    monkeypatch.setattr(amp, 'cpu_has_amx', lambda: True)
+    amp.check_cpu_bf16('--amp')
+    assert logged == []
+    monkeypatch.setattr(amp, 'cpu_has_amx', lambda: False)
+    monkeypatch.setattr(torch.cpu, '_is_avx512_bf16_supported', lambda: True, raising=False)
+    amp.check_cpu_bf16('--amp')
+    amp.check_cpu_bf16('--amp')
+    (msg, level), = logged
+    assert level == logging.WARNING
+    assert msg.startswith('--amp: this CPU computes bf16 with AVX512-BF16 (native bf16) and has '
+                          'no AMX tiles, so bf16 autocast is likely slower than float32 here')
+    assert 'Drop --amp on this machine' in msg
 
 
 # --------------------------------------------------------------------------- inference
