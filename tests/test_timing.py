@@ -33,8 +33,13 @@ def test_cpu_description_names_the_cpu_cores_and_kernels(monkeypatch):
     from mmbackbones.analysis.timing import cpu_description
     text = cpu_description()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
-    assert text.endswith(f', {cores} cores, {torch.backends.cpu.get_cpu_capability()}'), text
-    name = text.rsplit(',', 2)[0]
+    amx = ', AMX' if torch.cpu._is_amx_tile_supported() else ''
+    assert text.endswith(f', {cores} cores, {torch.backends.cpu.get_cpu_capability()}{amx}'), text
+    name = text.rsplit(' cores, ', 1)[0].rsplit(',', 1)[0]
+    monkeypatch.setattr(torch.cpu, '_is_amx_tile_supported', lambda: True)
+    assert cpu_description().endswith(f'{torch.backends.cpu.get_cpu_capability()}, AMX')
+    monkeypatch.setattr(torch.cpu, '_is_amx_tile_supported', lambda: False)
+    assert not cpu_description().endswith('AMX')
     assert name and name != 'unknown CPU'
     import builtins
     real_open = builtins.open
