@@ -1023,9 +1023,11 @@ def _execution(records: List[dict]) -> str:
 
 def _machines(records: List[dict]) -> str:
     """The CPUs that timed and trained the runs, from the records (older records name none)."""
-    cpus = sorted({r.get(k) or 'not recorded (an older record)' for r in records
-                   for k in ('timing_cpu', 'cpu')})
-    return f' CPU of phase 1 and the runs: {"; ".join(cpus)}.'
+    timing, runs = ('; '.join(sorted({r.get(k) or 'not recorded (an older record)'
+                                      for r in records})) for k in ('timing_cpu', 'cpu'))
+    if timing == runs:
+        return f' CPU of phase 1 and the runs: {timing}.'
+    return f' CPU of phase 1: {timing}. CPU of the runs: {runs}.'
 
 
 def _precision(records: List[dict]) -> str:
