@@ -1291,8 +1291,9 @@ def report_markdown(rows: List[dict], records: List[dict], plot_rel: str,
         'thread count of the command) on the CPU the records name. Another CPU changes the cost '
         'ratios, and so the iteration counts and possibly the ranking: on two 2-core machines '
         'the VoVNet-19-slim-eSE step measured x0.74 of R18\'s with AVX2 kernels and x0.96 with '
-        'AVX-512 ones, and under bf16 autocast (AMX) x0.89. On a GPU depthwise convs and '
-        'memory-bound blocks fare differently again.',
+        'AVX-512 ones, and under bf16 autocast (AMX) x0.89. bf16 pays only with AMX: on a Xeon '
+        'without it, bf16 autocast made detector train steps 1.14-1.31x slower than float32. '
+        'On a GPU depthwise convs and memory-bound blocks fare differently again.',
         '- **One lr / augmentation setting.** The quickstart\'s AdamW 2e-3 and flip for every '
         'backbone; some would do better with their own recipe.',
         _seeds_bullet(rows),

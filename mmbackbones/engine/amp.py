@@ -59,7 +59,7 @@ _WARNED_NO_AMX: List[str] = []  # so is the no-AMX one
 NO_AMX_WARNING = (
     '{what}: this CPU computes bf16 with {kind} and has no AMX tiles, so bf16 autocast is '
     'likely slower than float32 here, not faster: on a 2-core Xeon without AMX, detector train '
-    'steps took 1.21-1.26x and inference 1.26-1.37x their float32 time; with AMX, 0.57-0.70x '
+    'steps took 1.14-1.31x and inference 1.22-1.46x their float32 time; with AMX, 0.57-0.70x '
     '(docs/benchmarks.md, "bf16 autocast on CPU"). Drop {what} on this machine unless you '
     'want bf16 numerics.')
 
