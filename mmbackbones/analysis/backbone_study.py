@@ -461,6 +461,20 @@ def _write_json(path: str, obj: dict) -> None:
     atomic_write(path, lambda f: f.write(data))
 
 
+def prepare_study_data(data_root: str, log: Callable[[str], None] = print) -> None:
+    """The study's data set in ``data_root``: used as it is if there, else generated as
+    ``tools/demo.py`` does."""
+    from mmbackbones.datasets import make_demo_dataset
+    if osp.isfile(osp.join(data_root, 'annotations', 'instances_val.json')):
+        log(f'[study] data: {data_root} (existing data set, used as it is)')
+        return
+    size = tuple(_quickstart().image_size)
+    log(f'[study] data: generating the demo data set in {data_root} '
+        f'(800 train / 150 val, {size[0]} x {size[1]} px, seed 0, as tools/demo.py)')
+    make_demo_dataset(data_root, num_train=800, num_val=150, image_size=size, seed=0,
+                      progress=False)
+
+
 class Study:
     """Plans and runs the study. ``trainer`` (train + evaluate one config), ``timer``
     (phase-1 paired timing) and ``complexity`` (params / FLOPs) can be replaced, e.g. in tests."""
@@ -488,24 +502,20 @@ class Study:
 
     # -- keys
     def prepare_data(self) -> None:
-        from mmbackbones.datasets import make_demo_dataset
-        ann = osp.join(self.s.data_root, 'annotations', 'instances_val.json')
-        if osp.isfile(ann):
-            self.log(f'[study] data: {self.s.data_root} (existing data set, used as it is)')
-            return
-        size = tuple(_quickstart().image_size)
-        self.log(f'[study] data: generating the demo data set in {self.s.data_root} '
-                 f'(800 train / 150 val, {size[0]} x {size[1]} px, seed 0, as tools/demo.py)')
-        make_demo_dataset(self.s.data_root, num_train=800, num_val=150, image_size=size,
-                          seed=0, progress=False)
+        prepare_study_data(self.s.data_root, self.log)
+
+    @property
+    def data_sha(self) -> str:
+        """:func:`data_fingerprint` of the data root, computed once."""
+        if not hasattr(self, '_data_sha'):
+            self._data_sha = data_fingerprint(self.s.data_root)
+        return self._data_sha
 
     def chash(self, cand: Candidate) -> str:
         if cand.name not in self._hashes:
-            if not hasattr(self, '_data_sha'):
-                self._data_sha = data_fingerprint(self.s.data_root)
             self._hashes[cand.name] = config_hash(
                 cand, cfg_options=self.s.cfg_options,
-                threads=self.s.threads, data_sha=self._data_sha, amp=self.s.amp)
+                threads=self.s.threads, data_sha=self.data_sha, amp=self.s.amp)
         return self._hashes[cand.name]
 
     def cfg(self, cand: Candidate, iters: int = 1000, seed: int = 0, work_dir: str = ''):
@@ -1127,6 +1137,7 @@ def precision_compare(study: 'Study') -> dict:
     other = 'bf16' if study.s.amp == 'fp32' else 'fp32'
     twin = Study(dataclasses.replace(study.s, amp=other), log=lambda msg: None,
                  check_cpu=False)
+    twin._data_sha = study.data_sha  # same data: hash it once
     studies = {study.s.amp: study, other: twin}
     return dict(amps=(study.s.amp, other), budget_s=study.s.budget_s,
                 plans={a: s.plan(measure=False) for a, s in studies.items()},

@@ -75,5 +75,6 @@ def cpu_description() -> str:
     name = name or platform.processor() or platform.machine() or 'unknown CPU'
     cores = (len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity')
              else os.cpu_count())
-    amx = ', AMX' if getattr(torch.cpu, '_is_amx_tile_supported', lambda: False)() else ''
+    from mmbackbones.engine.amp import cpu_has_amx
+    amx = ', AMX' if cpu_has_amx() else ''
     return f'{name}, {cores} cores, {torch.backends.cpu.get_cpu_capability()}{amx}'

@@ -45,8 +45,8 @@ from mmengine.runner import TestLoop, ValLoop
 from torch import nn
 
 __all__ = ['ALLOW_EMULATED_ENV', 'CPUBF16UnsupportedError', 'cpu_supports_bf16', 'cpu_bf16_kind',
-           'cpu_has_amx', 'check_cpu_bf16', 'cpu_autocast', 'CPUBF16AmpOptimWrapper', 'CPUBF16ValLoop',
-           'CPUBF16TestLoop']
+           'cpu_has_amx', 'check_cpu_bf16', 'cpu_autocast', 'CPUBF16AmpOptimWrapper',
+           'CPUBF16ValLoop', 'CPUBF16TestLoop']
 
 #: Set to ``1`` to run bf16 autocast on a CPU without bf16 kernels (slow, numerically the same).
 ALLOW_EMULATED_ENV = 'MMBACKBONES_ALLOW_EMULATED_BF16'

@@ -76,9 +76,7 @@ def _run(args) -> int:
 
     from mmbackbones.analysis.timing import cpu_description
     from mmbackbones.engine.amp import cpu_bf16_kind
-    study = bs.Study(bs.StudySettings(budget_s=1.0, candidates=[bs.candidate(bs.REFERENCE)],
-                                      data_root=args.data_root), log=lambda msg: None)
-    study.prepare_data()
+    bs.prepare_study_data(args.data_root, log=lambda msg: None)
     out = dict(cpu=cpu_description(), bf16_kind=cpu_bf16_kind(), threads=args.threads,
                rounds=args.rounds, warmup=args.warmup, torch=torch.__version__, rows={})
     inputs = None
